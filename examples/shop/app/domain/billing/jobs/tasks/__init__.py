@@ -1,0 +1,1 @@
+"""billing tasks live in several modules of this package; each submodule counts."""

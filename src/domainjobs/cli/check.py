@@ -1,0 +1,40 @@
+"""``domainjobs check``: discovery plus every validation, no broker needed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from domainjobs.cli.common import discover_from, load
+
+HELP = """\
+Discover every domain and validate it without touching a broker: exit 0 when clean,
+2 with every problem listed on stderr. Run it in CI before deploying.
+
+example:
+  python -m domainjobs check --roots app.domain,plugins.domains
+"""
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    """Add the ``check`` command."""
+    parser = subparsers.add_parser(
+        "check",
+        parents=[common],
+        help="validate discovery without a broker (for CI)",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Discover, and say what was found on stderr."""
+    registry = discover_from(load(args))
+    print(
+        f"ok: {len(registry.domains)} domain(s), {len(registry.tasks)} task(s), "
+        f"{len(registry.crons)} cron job(s), {len(registry.startup)} startup and "
+        f"{len(registry.shutdown)} shutdown hook(s); queues: {', '.join(registry.queues) or '-'}",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,74 @@
+"""What every command shares: its common options, then settings, sys.path, discovery."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from domainjobs.config import Settings, apply_app_dir, load_settings
+from domainjobs.discovery import discover
+from domainjobs.registry import Registry
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every command takes."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("discovery and broker")
+    group.add_argument(
+        "--roots",
+        help="comma-separated domains roots (default app.domain); DOMAINJOBS_ROOTS",
+    )
+    group.add_argument(
+        "--url",
+        help="broker URL (redis://, rediss://, unix://, postgresql://); DOMAINJOBS_URL",
+    )
+    group.add_argument(
+        "--app-dir",
+        help="directory put first on sys.path, where pyproject.toml is read (default .)",
+    )
+    group.add_argument("--include", action="append", help="only these domains (pattern, repeatable)")
+    group.add_argument("--exclude", action="append", help="skip these domains (pattern, repeatable)")
+    group.add_argument("--debug", action="store_true", help="show tracebacks")
+    return common
+
+
+def settings_flags(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The settings the user gave as flags (None where not given)."""
+    flags = {
+        "roots": args.roots,
+        "url": args.url,
+        "app_dir": args.app_dir,
+        "include": tuple(args.include) if args.include else None,
+        "exclude": tuple(args.exclude) if args.exclude else None,
+    }
+    for name in names:
+        flags[name] = getattr(args, name, None)
+    return flags
+
+
+def load(args: argparse.Namespace, *extra_flags: str) -> Settings:
+    """Settings from flags, environment and pyproject; the app dir goes onto sys.path."""
+    settings = load_settings(settings_flags(args, *extra_flags))
+    apply_app_dir(settings)
+    return settings
+
+
+def discover_from(settings: Settings) -> Registry:
+    """Discovery with the configured roots and domain filters."""
+    return discover(
+        settings.roots,
+        include=settings.include,
+        exclude=settings.exclude,
+        entry_points=settings.entry_points,
+    )
+
+
+def setup_logging(debug: bool = False) -> None:
+    """Plain stdlib logging to stderr."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )

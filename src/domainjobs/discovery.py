@@ -1,0 +1,357 @@
+"""``discover()``: find every domain, import its jobs modules, apply the rules, and return
+an immutable ``Registry`` — or raise one ``DiscoveryError`` listing every problem found."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from croniter import croniter
+from saq.job import CronJob
+
+from domainjobs.domains import DomainLocation, find_domains
+from domainjobs.errors import DiscoveryError, Problem
+from domainjobs.loader import display_path, import_module, import_tree, module_exists
+from domainjobs.marks import Mark
+from domainjobs.options import DOMAIN_DEFAULT_KEYS, JOB_OPTIONS, option_errors
+from domainjobs.registry import (
+    DEFAULT_QUEUE,
+    CronSpec,
+    Domain,
+    HookSpec,
+    Origin,
+    Registry,
+    TaskSpec,
+)
+from domainjobs.selection import Fallback, Found, context_problem, line_of, select
+
+DEFAULT_ROOTS = ("app.domain",)
+
+#: jobs sub-module name -> what its unmarked functions count as
+KIND_MODULES: dict[str, Fallback] = {
+    "tasks": "task",
+    "scheduled": None,
+    "startup": "startup",
+    "shutdown": "shutdown",
+}
+
+CRON_JOB_OPTIONS = ("timeout", "heartbeat", "retries", "ttl")
+
+
+@dataclass
+class _PendingCron:
+    """A ``scheduled_tasks`` entry, resolved once every domain's tasks are known."""
+
+    job: object
+    index: int
+    module: ModuleType
+    domain: Domain
+
+
+@dataclass
+class _Builder:
+    """Accumulates what discovery finds, and every problem, across all domains."""
+
+    problems: list[Problem] = field(default_factory=list)
+    domains: list[Domain] = field(default_factory=list)
+    tasks: dict[str, TaskSpec] = field(default_factory=dict)
+    task_by_function: dict[int, TaskSpec] = field(default_factory=dict)
+    crons: list[CronSpec] = field(default_factory=list)
+    startup: list[HookSpec] = field(default_factory=list)
+    shutdown: list[HookSpec] = field(default_factory=list)
+    pending_crons: list[_PendingCron] = field(default_factory=list)
+    domain_packages: dict[str, str] = field(default_factory=dict)
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def origin(self, domain: Domain, function: Callable[..., Any]) -> Origin:
+        module = getattr(function, "__module__", None) or domain.jobs_module
+        try:
+            file = inspect.getsourcefile(inspect.unwrap(function))
+        except TypeError:
+            file = None
+        return Origin(domain.name, module, display_path(file), line_of(function))
+
+    def problem(self, message: str, where: Origin) -> None:
+        self.problems.append(Problem(message, where.domain, where.file, where.line))
+
+    # -- tasks and hooks -------------------------------------------------------------
+
+    def add_task(
+        self, domain: Domain, function: Callable[..., Any], mark: Mark | None
+    ) -> TaskSpec | None:
+        known = self.task_by_function.get(id(function))
+        if known is not None and known.domain == domain.name:
+            return known  # re-exported or found by two rules: registered once
+        where = self.origin(domain, function)
+        reason = context_problem(function, f"task {function.__name__!r}")
+        if reason:
+            self.problem(reason, where)
+            return None
+        errors = option_errors(mark.options, tuple(JOB_OPTIONS)) if mark else []
+        for error in errors:
+            self.problem(f"@task on {function.__name__!r}: {error}", where)
+        if errors:
+            return None
+        name = (mark.name if mark else None) or f"{domain.name}.{function.__name__}"
+        options = {**{k: v for k, v in domain.defaults.items() if k != "queue"}}
+        options.update(mark.options if mark else {})
+        spec = TaskSpec(
+            name=name,
+            function=function,
+            domain=domain.name,
+            queue=(mark.queue if mark else None) or domain.queue,
+            options=options,
+            origin=where,
+            signature=inspect.signature(function),
+        )
+        clash = self.tasks.get(name)
+        if clash is not None:
+            self.problem(
+                f"two tasks are named {name!r}: {clash.origin} (domain '{clash.domain}') and "
+                f"{where}; rename one (@task(name=...)) or the function",
+                where,
+            )
+            return None
+        self.tasks[name] = spec
+        self.task_by_function[id(function)] = spec
+        return spec
+
+    def add_hook(self, domain: Domain, function: Callable[..., Any], kind: str) -> None:
+        if any(h.function is function for h in getattr(self, kind)):
+            return
+        where = self.origin(domain, function)
+        reason = context_problem(function, f"{kind} hook {function.__name__!r}")
+        if reason:
+            self.problem(reason, where)
+            return
+        hook = HookSpec(kind, f"{domain.name}.{function.__name__}", function, domain.name, where)
+        getattr(self, kind).append(hook)
+
+    def add_cron(
+        self,
+        task: TaskSpec,
+        expression: str,
+        *,
+        unique: bool,
+        kwargs: Any,
+        options: dict[str, Any],
+        where: Origin,
+    ) -> None:
+        if not isinstance(expression, str) or not croniter.is_valid(expression):
+            self.problem(
+                f"invalid cron expression {expression!r} for {task.name!r}; use five fields "
+                "(minute hour day month weekday, e.g. '*/5 * * * *') or six with seconds last",
+                where,
+            )
+            return
+        if kwargs is not None and not isinstance(kwargs, dict):
+            self.problem(f"cron kwargs for {task.name!r} must be a dict, got {kwargs!r}", where)
+            return
+        self.crons.append(CronSpec(task, expression, unique, kwargs, options, where))
+
+    # -- one module's findings -------------------------------------------------------
+
+    def take(self, domain: Domain, module: ModuleType, fallback: Fallback, found: Found) -> None:
+        for function, mark in found.marked:
+            if mark.kind in ("startup", "shutdown"):
+                self.add_hook(domain, function, mark.kind)
+                continue
+            spec = self.add_task(domain, function, mark)
+            if spec is not None and mark.kind == "cron":
+                self.add_cron(
+                    spec,
+                    mark.cron or "",
+                    unique=mark.unique,
+                    kwargs=mark.cron_kwargs,
+                    options=dict(mark.options),
+                    where=spec.origin,
+                )
+        for function in found.unmarked:
+            if fallback == "task":
+                self.add_task(domain, function, None)
+            elif fallback in ("startup", "shutdown"):
+                self.add_hook(domain, function, fallback)
+        for index, job in found.scheduled_tasks:
+            self.pending_crons.append(_PendingCron(job, index, module, domain))
+
+    # -- scheduled_tasks, once every task is known -------------------------------------
+
+    def resolve_crons(self) -> None:
+        for pending in self.pending_crons:
+            self.resolve_cron(pending)
+
+    def resolve_cron(self, pending: _PendingCron) -> None:
+        module, domain = pending.module, pending.domain
+        file = display_path(getattr(module, "__file__", None))
+        where = Origin(domain.name, module.__name__, file, None)
+        job = pending.job
+        if not isinstance(job, CronJob):
+            self.problem(
+                f"scheduled_tasks[{pending.index}] is a {type(job).__name__}, not a "
+                "saq.CronJob; write CronJob(function, cron='...')",
+                where,
+            )
+            return
+        where = Origin(domain.name, module.__name__, file, _line_of_text(module, job.cron))
+        function = job.function
+        label = getattr(function, "__qualname__", repr(function))
+        spec = self.task_by_function.get(id(function))
+        if spec is not None and spec.domain != domain.name:
+            self.problem(
+                f"scheduled_tasks schedules {spec.name!r}, a task of domain "
+                f"'{spec.domain}'; schedule it from its own domain's scheduled module",
+                where,
+            )
+            return
+        if spec is None:
+            owner = getattr(function, "__module__", None)
+            foreign = self.foreign_owner(domain, owner)
+            if foreign is not None:
+                self.problem(
+                    f"scheduled_tasks schedules {label!r}, defined in domain '{foreign}'; "
+                    "schedule it from its own domain's scheduled module",
+                    where,
+                )
+                return
+            if owner != module.__name__ or not inspect.isfunction(function):
+                self.problem(
+                    f"scheduled_tasks schedules {label!r}, which is neither a task of "
+                    f"domain '{domain.name}' nor a function defined in {module.__name__}; "
+                    "define it there or mark it with @task in the domain's tasks",
+                    where,
+                )
+                return
+            spec = self.add_task(domain, function, None)
+            if spec is None:
+                return
+        options = {k: getattr(job, k) for k in CRON_JOB_OPTIONS if getattr(job, k) is not None}
+        self.add_cron(
+            spec, job.cron, unique=job.unique, kwargs=job.kwargs, options=options, where=where
+        )
+
+    def foreign_owner(self, domain: Domain, module_name: str | None) -> str | None:
+        if not module_name:
+            return None
+        for name, package in self.domain_packages.items():
+            if name != domain.name and (
+                module_name == package or module_name.startswith(package + ".")
+            ):
+                return name
+        return None
+
+
+def _line_of_text(module: ModuleType, text: str) -> int | None:
+    """The first line of ``module``'s source containing the literal ``text``."""
+    file = getattr(module, "__file__", None)
+    if not file or not isinstance(text, str):
+        return None
+    try:
+        with open(file, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if repr(text) in line or f'"{text}"' in line:
+                    return number
+    except OSError:
+        return None
+    return None
+
+
+def _load_domain(location: DomainLocation, builder: _Builder) -> None:
+    problems = builder.problems
+    jobs, problem = import_module(location.jobs_module, location.name)
+    if problem is not None:
+        problems.append(problem)
+        return
+    assert jobs is not None
+    file = display_path(getattr(jobs, "__file__", None))
+    defaults = getattr(jobs, "job_defaults", None) or {}
+    if not isinstance(defaults, dict):
+        problems.append(
+            Problem(
+                f"job_defaults must be a dict, got {type(defaults).__name__}",
+                location.name,
+                file,
+            )
+        )
+        defaults = {}
+    errors = option_errors(defaults, DOMAIN_DEFAULT_KEYS)
+    for error in errors:
+        problems.append(Problem(f"job_defaults: {error}", location.name, file))
+    domain = Domain(
+        name=location.name,
+        package=location.package,
+        jobs_module=location.jobs_module,
+        queue=defaults.get("queue") or DEFAULT_QUEUE,
+        defaults={} if errors else dict(defaults),
+    )
+    builder.domains.append(domain)
+    foreign = tuple(p for n, p in builder.domain_packages.items() if n != location.name)
+
+    if not hasattr(jobs, "__path__"):  # the single-module form: jobs.py holds every kind
+        found = select(jobs, "task", domain=domain.name, foreign_packages=foreign, problems=problems)
+        builder.take(domain, jobs, "task", found)
+        return
+    # the package form: only the four kind modules count; anything else in jobs/ is private
+    jobs_root_found = select(
+        jobs, None, domain=domain.name, foreign_packages=foreign, problems=problems
+    )
+    builder.take(domain, jobs, None, jobs_root_found)
+    for kind, fallback in KIND_MODULES.items():
+        name = f"{location.jobs_module}.{kind}"
+        if not module_exists(name):
+            continue
+        for module in import_tree(name, domain.name, problems):
+            found = select(
+                module, fallback, domain=domain.name, foreign_packages=foreign, problems=problems
+            )
+            builder.take(domain, module, fallback, found)
+
+
+def discover(
+    roots: str | Sequence[str] | None = None,
+    *,
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    entry_points: bool = True,
+) -> Registry:
+    """Discover every jobs domain under ``roots`` (default ``"app.domain"``).
+
+    ``roots`` may be one dotted package name, a comma-separated list, or a sequence.
+    Installed packages add domains through the ``domainjobs.domains`` entry-point group
+    (``entry_points=False`` turns that off). ``include``/``exclude`` select domains by name
+    pattern. Raises ``DiscoveryError`` listing every problem when anything is wrong.
+    """
+    root_list = split_roots(roots)
+    builder = _Builder()
+    locations = find_domains(
+        root_list,
+        include=tuple(include),
+        exclude=tuple(exclude),
+        use_entry_points=entry_points,
+        problems=builder.problems,
+    )
+    builder.domain_packages = {loc.name: loc.package for loc in locations}
+    for location in locations:
+        _load_domain(location, builder)
+    builder.resolve_crons()
+    if builder.problems:
+        raise DiscoveryError(builder.problems)
+    return Registry(
+        domains=tuple(builder.domains),
+        tasks=builder.tasks,
+        crons=tuple(builder.crons),
+        startup=tuple(builder.startup),
+        shutdown=tuple(reversed(builder.shutdown)),
+        roots=tuple(root_list),
+    )
+
+
+def split_roots(roots: str | Sequence[str] | None) -> list[str]:
+    """Normalise ``roots`` to a list of dotted names (commas separate several)."""
+    if roots is None:
+        return list(DEFAULT_ROOTS)
+    items = [roots] if isinstance(roots, str) else list(roots)
+    return [part.strip() for item in items for part in item.split(",") if part.strip()]
