@@ -57,7 +57,7 @@ def queue_from_url(url: str, name: str, **queue_kwargs: Any) -> Queue:
         client = aioredis.from_url(url)
         return SweepSafeRedisQueue(client, name=name, **queue_kwargs)
     if scheme in ("postgres", "postgresql"):
-        from saq.queue.postgres import PostgresQueue
+        from domainjobs.sweep import postgres_queue_class
 
-        return PostgresQueue.from_url(url, name=name, **queue_kwargs)
+        return postgres_queue_class().from_url(url, name=name, **queue_kwargs)  # type: ignore[no-any-return, attr-defined]
     raise bad_url(url, f"has an unsupported scheme {parts.scheme!r}")

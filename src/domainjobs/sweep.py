@@ -10,3 +10,10 @@ from saq.queue.redis import RedisQueue
 
 class SweepSafeRedisQueue(RedisQueue):
     """A ``saq.queue.redis.RedisQueue`` (the race fix lands here)."""
+
+
+def postgres_queue_class() -> type:
+    """The PostgreSQL queue class to use (imported lazily: psycopg is an optional extra)."""
+    from saq.queue.postgres import PostgresQueue
+
+    return PostgresQueue
