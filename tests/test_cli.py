@@ -7,8 +7,6 @@ import sqlite3
 import sys
 from pathlib import Path
 
-import redis
-
 from tests.conftest import EXAMPLES, run_cli
 
 SHOP = EXAMPLES / "shop"
@@ -82,8 +80,9 @@ def test_unknown_queue_is_a_usage_error():
 
 
 def test_run_burst_processes_jobs_of_every_queue_and_exits_0(redis_url, tmp_path: Path):
-    from saq import Queue
     import asyncio
+
+    from saq import Queue
 
     async def enqueue() -> list[str]:
         keys = []

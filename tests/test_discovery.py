@@ -302,9 +302,7 @@ def test_every_problem_is_reported_at_once_with_file_and_line(make_app):
 
 
 def test_missing_third_party_package_is_a_broken_module_not_a_missing_one(make_app):
-    base = make_app(
-        {"app/domain/pay/jobs/tasks.py": "import stripe_sdk_that_is_not_installed\n"}
-    )
+    base = make_app({"app/domain/pay/jobs/tasks.py": "import stripe_sdk_that_is_not_installed\n"})
     with pytest.raises(DiscoveryError) as excinfo:
         discover(roots_of(base))
     (problem,) = excinfo.value.problems
@@ -442,3 +440,21 @@ def test_registry_is_immutable(make_app):
         registry.tasks["x"] = registry.task("a.send")  # type: ignore[index]
     with pytest.raises(AttributeError):
         registry.crons = ()  # type: ignore[misc]
+
+
+def test_entry_point_group_adds_domains_and_roots(make_app, tmp_path, monkeypatch):
+    plugin_domain = make_app({"app/domain/loyalty/jobs/tasks.py": TASKS_A})
+    plugin_root = make_app({"app/domain/reviews/jobs/tasks.py": TASKS_A})
+    own = make_app({"app/domain/accounts/jobs/tasks.py": TASKS_A})
+    dist = tmp_path / "shop_plugins-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: shop-plugins\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[domainjobs.domains]\n"
+        f"loyalty = {plugin_domain.name}.domain.loyalty\n"
+        f"reviews = {plugin_root.name}.domain\n"
+    )
+    registry = discover(roots_of(own))
+    assert [d.name for d in registry.domains] == ["accounts", "loyalty", "reviews"]
+    assert registry.task("loyalty.send").domain == "loyalty"
+    assert [d.name for d in discover(roots_of(own), entry_points=False).domains] == ["accounts"]

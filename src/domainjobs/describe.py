@@ -61,9 +61,13 @@ def describe_registry(registry: Registry, tz: tzinfo = timezone.utc) -> dict[str
                 "queue": domain.queue,
                 "defaults": dict(domain.defaults),
                 "tasks": [describe_task(t) for t in registry if t.domain == domain.name],
-                "crons": [describe_cron(c, tz) for c in registry.crons if c.task.domain == domain.name],
+                "crons": [
+                    describe_cron(c, tz) for c in registry.crons if c.task.domain == domain.name
+                ],
                 "startup": [describe_hook(h) for h in registry.startup if h.domain == domain.name],
-                "shutdown": [describe_hook(h) for h in registry.shutdown if h.domain == domain.name],
+                "shutdown": [
+                    describe_hook(h) for h in registry.shutdown if h.domain == domain.name
+                ],
             }
         )
     return {"roots": list(registry.roots), "queues": list(registry.queues), "domains": domains}

@@ -291,7 +291,9 @@ def _load_domain(location: DomainLocation, builder: _Builder) -> None:
     foreign = tuple(p for n, p in builder.domain_packages.items() if n != location.name)
 
     if not hasattr(jobs, "__path__"):  # the single-module form: jobs.py holds every kind
-        found = select(jobs, "task", domain=domain.name, foreign_packages=foreign, problems=problems)
+        found = select(
+            jobs, "task", domain=domain.name, foreign_packages=foreign, problems=problems
+        )
         builder.take(domain, jobs, "task", found)
         return
     # the package form: only the four kind modules count; anything else in jobs/ is private

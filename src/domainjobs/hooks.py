@@ -55,9 +55,7 @@ class HookRunner:
                 self._started.set_exception(exc)
                 self._started.exception()  # mark retrieved: the raise below reports it
                 raise
-            self._shared = {
-                k: v for k, v in ctx.items() if k not in before or before[k] is not v
-            }
+            self._shared = {k: v for k, v in ctx.items() if k not in before or before[k] is not v}
             self._started.set_result(None)
             return
         await asyncio.shield(self._started)

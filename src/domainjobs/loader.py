@@ -99,9 +99,7 @@ def submodule_names(package: ModuleType) -> list[str]:
     return sorted(f"{package.__name__}.{info.name}" for info in pkgutil.iter_modules(paths))
 
 
-def import_tree(
-    name: str, domain: str | None, problems: list[Problem]
-) -> Iterator[ModuleType]:
+def import_tree(name: str, domain: str | None, problems: list[Problem]) -> Iterator[ModuleType]:
     """Import module ``name`` and, if it is a package, every submodule below it (by name).
 
     Modules that fail to import are reported into ``problems`` and skipped.

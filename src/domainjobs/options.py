@@ -35,9 +35,9 @@ def option_errors(options: Mapping[str, Any], allowed: tuple[str, ...]) -> list[
                 errors.append(f"queue must be a non-empty string, got {value!r}")
         else:
             types = JOB_OPTIONS[key]
-            if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
                 names = " or ".join(t.__name__ for t in types)
                 errors.append(f"{key} must be {names}, got {value!r}")
-            elif not isinstance(value, bool) and value < 0:
+            elif not isinstance(value, bool) and isinstance(value, (int, float)) and value < 0:
                 errors.append(f"{key} must not be negative, got {value!r}")
     return errors

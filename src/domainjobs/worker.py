@@ -109,10 +109,10 @@ def _worker(
         kwargs["dequeue_timeout"] = 1.0
     worker: Worker[Any] = Worker(
         queue,
-        functions,  # type: ignore[arg-type]
+        functions,
         cron_jobs=cron_jobs,
-        startup=[hooks.startup],  # type: ignore[list-item]
-        shutdown=[hooks.shutdown],  # type: ignore[list-item]
+        startup=[hooks.startup],
+        shutdown=[hooks.shutdown],
         **kwargs,
     )
     worker.domainjobs_hooks = hooks  # type: ignore[attr-defined]

@@ -28,8 +28,12 @@ def common_options() -> argparse.ArgumentParser:
         "--app-dir",
         help="directory put first on sys.path, where pyproject.toml is read (default .)",
     )
-    group.add_argument("--include", action="append", help="only these domains (pattern, repeatable)")
-    group.add_argument("--exclude", action="append", help="skip these domains (pattern, repeatable)")
+    group.add_argument(
+        "--include", action="append", help="only these domains (pattern, repeatable)"
+    )
+    group.add_argument(
+        "--exclude", action="append", help="skip these domains (pattern, repeatable)"
+    )
     group.add_argument("--debug", action="store_true", help="show tracebacks")
     return common
 

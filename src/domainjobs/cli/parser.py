@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+
 from domainjobs.cli import check, listing, run
 from domainjobs.cli.common import common_options
 
