@@ -100,9 +100,12 @@ class Registry:
     startup: tuple[HookSpec, ...] = ()
     shutdown: tuple[HookSpec, ...] = ()
     roots: tuple[str, ...] = ()
+    _by_function: dict[int, TaskSpec] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", MappingProxyType(dict(self.tasks)))
+        by_function = {id(spec.function): spec for spec in self.tasks.values()}
+        object.__setattr__(self, "_by_function", by_function)
 
     @property
     def queues(self) -> tuple[str, ...]:
@@ -116,9 +119,9 @@ class Registry:
                 return self.tasks[name_or_function]
             except KeyError:
                 raise UnknownTaskError(name_or_function, self.tasks) from None
-        for spec in self.tasks.values():
-            if spec.function is name_or_function:
-                return spec
+        spec = self._by_function.get(id(name_or_function))
+        if spec is not None and spec.function is name_or_function:
+            return spec
         label = getattr(name_or_function, "__qualname__", repr(name_or_function))
         raise UnknownTaskError(label, self.tasks)
 
