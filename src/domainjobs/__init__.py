@@ -4,6 +4,7 @@ Drop ``tasks.py``, ``scheduled.py``, ``startup.py`` and ``shutdown.py`` into
 ``app/domain/<name>/jobs/`` and run ``python -m domainjobs run``.
 """
 
+from domainjobs.binding import TaskArgumentsError, UnserializableArgumentsError
 from domainjobs.discovery import discover
 from domainjobs.errors import (
     ConfigError,
@@ -12,6 +13,9 @@ from domainjobs.errors import (
     Problem,
     UnknownTaskError,
 )
+from domainjobs.facade import DuplicateKeyError, Jobs
+from domainjobs.handle import JobFailedError, JobHandle, JobTimeoutError
+from domainjobs.joboptions import JobOptions, JobOptionsError
 from domainjobs.marks import cron, on_shutdown, on_startup, task
 from domainjobs.registry import CronSpec, Domain, HookSpec, Registry, TaskSpec
 from domainjobs.runner import run_workers
@@ -25,11 +29,20 @@ __all__ = [
     "DiscoveryError",
     "Domain",
     "DomainJobsError",
+    "DuplicateKeyError",
     "HookSpec",
+    "JobFailedError",
+    "JobHandle",
+    "JobOptions",
+    "JobOptionsError",
+    "JobTimeoutError",
+    "Jobs",
     "Problem",
     "Registry",
+    "TaskArgumentsError",
     "TaskSpec",
     "UnknownTaskError",
+    "UnserializableArgumentsError",
     "__version__",
     "build_worker",
     "build_workers",

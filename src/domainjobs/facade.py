@@ -1,0 +1,519 @@
+"""``Jobs``: enqueue discovered tasks from any Python code, by public name or by function.
+
+```python
+async with Jobs("app.domain", url="redis://localhost:6379") as jobs:
+    handle = await jobs.enqueue(send_welcome_email, user_id=1)      # checked by mypy
+    address = await handle.result(timeout=5)
+    text = await jobs.with_options(timeout=60, key="inv-7").apply("billing.charge", invoice_id=7)
+```
+
+The task's own arguments and the job's options never share a namespace: arguments go to
+``enqueue``/``apply``, options to ``with_options`` (which returns a view of the same
+connected facade). Everything is validated before anything reaches the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+
+from saq.job import Job, Status
+from saq.queue import Queue
+from typing_extensions import Self
+
+from domainjobs.binding import Binder, TaskArgumentsError, check_serializable, dump_function
+from domainjobs.errors import DomainJobsError
+from domainjobs.handle import JobFailedError, JobHandle, JobTimeoutError
+from domainjobs.joboptions import NO_OPTIONS, JobOptions
+from domainjobs.queuestatus import QueueStatus, queue_status
+from domainjobs.registry import Registry, TaskSpec
+from domainjobs.waiting import CompletionListener, has_notifications, wait_for_job
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+RegistryOrRoots = Registry | str | Sequence[str] | None
+TaskRef = str | Callable[..., Any]
+
+
+class DuplicateKeyError(DomainJobsError):
+    """A job key is already used by a queued job of another task."""
+
+
+class _State:
+    """What every view of one facade shares: registry, broker, queues, caches."""
+
+    def __init__(self, registry_or_roots: RegistryOrRoots, url: str | None) -> None:
+        self.registry_or_roots = registry_or_roots
+        self.given_url = url
+        self.registry: Registry | None = None
+        self.url: str | None = None
+        self.queues: dict[str, Queue] = {}
+        self.listeners: dict[str, CompletionListener] = {}
+        self.specs: dict[Any, TaskSpec] = {}
+        self.binders: dict[str, Binder] = {}
+        self.dumps: dict[str, Callable[[Any], Any]] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.open = False
+        self.users = 0
+
+
+class Jobs:
+    """The queue facade: an async context manager over the discovered tasks' queues.
+
+    ``registry_or_roots`` is a ``Registry`` or domains roots to discover (default: the
+    configured roots); ``url`` the broker (default: the configured one). Each queue is
+    connected on first use and disconnected when the context exits.
+    """
+
+    def __init__(
+        self,
+        registry_or_roots: RegistryOrRoots = None,
+        *,
+        url: str | None = None,
+        options: JobOptions | None = None,
+    ) -> None:
+        self._state = _State(registry_or_roots, url)
+        self._options = options or NO_OPTIONS
+        self._fields: dict[str, dict[str, Any]] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Resolve the registry and broker URL (queues connect on first use)."""
+        from domainjobs.config import resolve_url
+        from domainjobs.worker import resolve_registry
+
+        state = self._state
+        if state.registry is None:
+            state.registry = resolve_registry(state.registry_or_roots)
+        if state.url is None:
+            state.url = resolve_url(state.given_url)
+        state.users += 1
+        state.open = True
+
+    async def close(self) -> None:
+        """Unsubscribe and disconnect every queue this facade connected."""
+        state = self._state
+        state.users = max(state.users - 1, 0)
+        if state.users:
+            return
+        state.open = False
+        for listener in state.listeners.values():
+            await listener.close()
+        state.listeners.clear()
+        for queue in state.queues.values():
+            with contextlib.suppress(Exception):
+                await queue.disconnect()
+        state.queues.clear()
+
+    @property
+    def registry(self) -> Registry:
+        """The registry (discovered on first use when roots were given)."""
+        state = self._state
+        if state.registry is None:
+            from domainjobs.worker import resolve_registry
+
+            state.registry = resolve_registry(state.registry_or_roots)
+        return state.registry
+
+    @property
+    def options(self) -> JobOptions:
+        """The job options this view applies."""
+        return self._options
+
+    def with_options(
+        self,
+        *,
+        key: str | None = None,
+        timeout: int | None = None,
+        retries: int | None = None,
+        ttl: int | None = None,
+        heartbeat: int | None = None,
+        retry_delay: float | None = None,
+        retry_backoff: bool | float | None = None,
+        scheduled: Any = None,
+        delay: float | None = None,
+        meta: Mapping[str, Any] | None = None,
+        priority: int | None = None,
+        group_key: str | None = None,
+        wait_timeout: float | None = None,
+    ) -> Jobs:
+        """A view of this facade whose jobs get these options (over the task's defaults).
+
+        It shares the connections: ``jobs.with_options(timeout=5, key="k").enqueue(...)``.
+        Options are validated here, once; ``JobOptionsError`` says which one is wrong.
+        """
+        extra = JobOptions(
+            key=key,
+            timeout=timeout,
+            retries=retries,
+            ttl=ttl,
+            heartbeat=heartbeat,
+            retry_delay=retry_delay,
+            retry_backoff=retry_backoff,
+            scheduled=scheduled,
+            delay=delay,
+            meta=meta,
+            priority=priority,
+            group_key=group_key,
+            wait_timeout=wait_timeout,
+        )
+        view = Jobs.__new__(Jobs)
+        view._state = self._state
+        view._options = self._options.merged(extra)
+        view._fields = {}
+        return view
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def spec(self, task: TaskRef) -> TaskSpec:
+        """The discovered task for a public name or function (``UnknownTaskError``)."""
+        specs = self._state.specs
+        try:
+            return specs[task]
+        except KeyError:
+            spec = specs[task] = self.registry.task(task)
+            return spec
+        except TypeError:  # unhashable
+            return self.registry.task(task)
+
+    def _binder(self, spec: TaskSpec) -> Binder:
+        binders = self._state.binders
+        binder = binders.get(spec.name)
+        if binder is None:
+            binder = binders[spec.name] = Binder.for_spec(spec)
+        return binder
+
+    def _job_fields(self, spec: TaskSpec) -> dict[str, Any]:
+        fields = self._fields.get(spec.name)
+        if fields is None:
+            fields = {**spec.options, **self._options.job_fields()}
+            if not self._options.per_call:
+                self._fields[spec.name] = fields
+        return fields
+
+    async def queue(self, name: str) -> Queue:
+        """The connected SAQ queue ``name`` (connected on first use)."""
+        state = self._state
+        queue = state.queues.get(name)
+        if queue is not None:
+            return queue
+        if not state.open:
+            raise DomainJobsError(
+                "Jobs is not open: use `async with Jobs(...) as jobs:` or the ASGI lifespan "
+                "helper domainjobs.lifespan.jobs_lifespan"
+            )
+        lock = state.locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            queue = state.queues.get(name)
+            if queue is None:
+                from domainjobs.brokers import queue_from_url
+
+                assert state.url is not None
+                queue = queue_from_url(state.url, name)
+                await queue.connect()
+                state.queues[name] = queue
+                state.dumps[name] = dump_function(queue)
+        return queue
+
+    async def _listener(self, queue: Queue) -> CompletionListener | None:
+        if not has_notifications(queue):
+            return None
+        listener = self._state.listeners.get(queue.name)
+        if listener is None:
+            listener = self._state.listeners[queue.name] = CompletionListener(queue)
+        await listener.start()
+        return listener
+
+    # -- enqueueing ----------------------------------------------------------------------
+
+    def _prepare(
+        self, task: TaskRef, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[TaskSpec, dict[str, Any]]:
+        spec = self.spec(task)
+        return spec, self._binder(spec).bind(args, kwargs)
+
+    async def _submit(
+        self, spec: TaskSpec, bound: dict[str, Any], watch: bool, checked: bool = False
+    ) -> tuple[JobHandle[Any], asyncio.Future[str] | None, CompletionListener | None]:
+        queue = await self.queue(spec.queue)
+        if not checked:
+            check_serializable(spec.name, bound, self._state.dumps[queue.name])
+        fields = self._job_fields(spec)
+        listener = await self._listener(queue) if watch else None
+        for _attempt in range(3):
+            job = Job(function=spec.name, kwargs=bound, **fields)
+            future = listener.watch(queue.job_id(job.key)) if listener is not None else None
+            enqueued = await queue.enqueue(job)
+            if enqueued is not None:
+                return JobHandle(self, enqueued, created=True), future, listener
+            existing = await queue.job(job.key)
+            if existing is None:  # finished and deleted meanwhile: enqueue again
+                if listener is not None and future is not None:
+                    listener.unwatch(queue.job_id(job.key), future)
+                continue
+            if existing.function != spec.name:
+                if listener is not None and future is not None:
+                    listener.unwatch(queue.job_id(job.key), future)
+                raise DuplicateKeyError(
+                    f"key {job.key!r} is already used by a queued job of task "
+                    f"{existing.function!r} on queue {queue.name!r}; use another key"
+                )
+            return JobHandle(self, existing, created=False), future, listener
+        raise DomainJobsError(f"could not enqueue {spec.name!r} with key {fields.get('key')!r}")
+
+    @overload
+    async def enqueue(
+        self,
+        task: Callable[Concatenate[Any, P], Awaitable[R]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> JobHandle[R]: ...
+    @overload
+    async def enqueue(
+        self, task: Callable[Concatenate[Any, P], R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> JobHandle[R]: ...
+    @overload
+    async def enqueue(self, task: str, /, *args: Any, **kwargs: Any) -> JobHandle[Any]: ...
+    async def enqueue(self, task: TaskRef, /, *args: Any, **kwargs: Any) -> JobHandle[Any]:
+        """Enqueue ``task`` (public name or function) with its arguments; return a handle.
+
+        With a ``key`` option and a job of that key already queued, scheduled or running,
+        the existing job's handle is returned (``handle.created`` is False): the task
+        never runs twice for one key.
+        """
+        spec, bound = self._prepare(task, args, kwargs)
+        handle, _, _ = await self._submit(spec, bound, watch=False)
+        return handle
+
+    @overload
+    async def apply(
+        self,
+        task: Callable[Concatenate[Any, P], Awaitable[R]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R: ...
+    @overload
+    async def apply(
+        self, task: Callable[Concatenate[Any, P], R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R: ...
+    @overload
+    async def apply(self, task: str, /, *args: Any, **kwargs: Any) -> Any: ...
+    async def apply(self, task: TaskRef, /, *args: Any, **kwargs: Any) -> Any:
+        """Enqueue ``task`` and wait for its result (``with_options(wait_timeout=...)``
+        bounds the wait). A failed or aborted job raises ``JobFailedError``."""
+        spec, bound = self._prepare(task, args, kwargs)
+        handle, future, listener = await self._submit(spec, bound, watch=True)
+        job = await self._wait(
+            handle.job, self._options.wait_timeout, listener, future, check_first=not handle.created
+        )
+        if job.status != Status.COMPLETE:
+            raise JobFailedError(job)
+        return job.result
+
+    @overload
+    async def map(
+        self,
+        task: Callable[..., Awaitable[R]],
+        kwargs_list: Iterable[Mapping[str, Any]],
+        /,
+        *,
+        return_exceptions: Literal[False] = False,
+    ) -> list[R]: ...
+    @overload
+    async def map(
+        self,
+        task: Callable[..., Awaitable[R]],
+        kwargs_list: Iterable[Mapping[str, Any]],
+        /,
+        *,
+        return_exceptions: Literal[True],
+    ) -> list[R | JobFailedError]: ...
+    @overload
+    async def map(
+        self,
+        task: Callable[..., R],
+        kwargs_list: Iterable[Mapping[str, Any]],
+        /,
+        *,
+        return_exceptions: Literal[False] = False,
+    ) -> list[R]: ...
+    @overload
+    async def map(
+        self,
+        task: Callable[..., R],
+        kwargs_list: Iterable[Mapping[str, Any]],
+        /,
+        *,
+        return_exceptions: Literal[True],
+    ) -> list[R | JobFailedError]: ...
+    @overload
+    async def map(
+        self,
+        task: str,
+        kwargs_list: Iterable[Mapping[str, Any]],
+        /,
+        *,
+        return_exceptions: bool = False,
+    ) -> list[Any]: ...
+    async def map(
+        self,
+        task: TaskRef,
+        kwargs_list: Iterable[Mapping[str, Any]],
+        /,
+        *,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Enqueue one job per kwargs mapping and return their results in order.
+
+        Every mapping is validated before any job is enqueued. A failed job raises
+        ``JobFailedError`` (the others go on), or with ``return_exceptions=True`` its error
+        takes its place in the list.
+        """
+        if self._options.key is not None:
+            raise TaskArgumentsError(
+                "map enqueues many jobs, so it cannot take one key option; use enqueue per key"
+            )
+        spec = self.spec(task)
+        binder = self._binder(spec)
+        queue = await self.queue(spec.queue)
+        dump = self._state.dumps[queue.name]
+        bound_list = []
+        for index, kwargs in enumerate(kwargs_list):
+            try:
+                bound = binder.bind((), kwargs)
+                check_serializable(spec.name, bound, dump)
+            except DomainJobsError as exc:
+                raise type(exc)(f"map item {index}: {exc}") from None
+            bound_list.append(bound)
+        submitted = await asyncio.gather(
+            *(self._submit(spec, bound, watch=True, checked=True) for bound in bound_list)
+        )
+        waits = [
+            asyncio.ensure_future(
+                self._wait(handle.job, None, listener, future, check_first=not handle.created)
+            )
+            for handle, future, listener in submitted
+        ]
+        try:
+            done = await self._gather(waits, self._options.wait_timeout, return_exceptions)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        results: list[Any] = []
+        for job in done:
+            results.append(job.result if job.status == Status.COMPLETE else JobFailedError(job))
+        return results
+
+    @staticmethod
+    async def _gather(
+        waits: Sequence[asyncio.Future[Job]], timeout: float | None, return_exceptions: bool
+    ) -> list[Job]:
+        pending = set(waits)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while pending:
+            remaining = None if deadline is None else max(deadline - loop.time(), 0)
+            finished, pending = await asyncio.wait(
+                pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not finished:
+                raise JobTimeoutError(f"{len(pending)} of {len(waits)} jobs did not finish in time")
+            for waiter in finished:
+                job = waiter.result()
+                if job.status != Status.COMPLETE and not return_exceptions:
+                    raise JobFailedError(job)
+        return [waiter.result() for waiter in waits]
+
+    # -- waiting, lookup, abort, info ----------------------------------------------------
+
+    async def _wait(
+        self,
+        job: Job,
+        timeout: float | None,
+        listener: CompletionListener | None,
+        future: asyncio.Future[str] | None,
+        *,
+        check_first: bool,
+    ) -> Job:
+        queue = job.get_queue()
+        try:
+            return await wait_for_job(
+                queue, job.key, listener, future, timeout, check_first=check_first
+            )
+        except TimeoutError:
+            raise JobTimeoutError(
+                f"job {job.key!r} of task {job.function!r} did not finish within {timeout}s "
+                "(it goes on; wait again with handle.result())"
+            ) from None
+
+    async def wait_for(self, job: Job, timeout: float | None = None) -> Job:
+        """Wait until a SAQ job is complete, failed or aborted, and return it."""
+        queue = job.get_queue()
+        listener = await self._listener(queue)
+        future = listener.watch(queue.job_id(job.key)) if listener is not None else None
+        return await self._wait(job, timeout, listener, future, check_first=True)
+
+    async def job(
+        self, key: str, *, task: TaskRef | None = None, queue: str | None = None
+    ) -> JobHandle[Any] | None:
+        """The job with ``key`` on the queue of ``task`` (or ``queue``; default: look in
+        every queue of the registry), or None."""
+        if task is not None:
+            names: Sequence[str] = [self.spec(task).queue]
+        elif queue is not None:
+            names = [queue]
+        else:
+            names = self.registry.queues
+        for name in names:
+            found = await (await self.queue(name)).job(key)
+            if found is not None:
+                return JobHandle(self, found, created=False)
+        return None
+
+    async def abort(
+        self,
+        key_or_handle: str | JobHandle[Any],
+        *,
+        task: TaskRef | None = None,
+        queue: str | None = None,
+        reason: str = "aborted",
+    ) -> bool:
+        """Abort a job (a queued one never runs; a running one is cancelled). Returns False
+        when no such job exists."""
+        if isinstance(key_or_handle, JobHandle):
+            await key_or_handle.abort(reason)
+            return True
+        handle = await self.job(key_or_handle, task=task, queue=queue)
+        if handle is None:
+            return False
+        await handle.abort(reason)
+        return True
+
+    async def status(self, queues: Sequence[str] | None = None) -> list[QueueStatus]:
+        """Queued/active/scheduled/failed counts and live workers of each queue
+        (default: every queue of the registry)."""
+        names = list(queues) if queues else list(self.registry.queues) or ["default"]
+        return [await queue_status(await self.queue(name)) for name in names]
+
+    async def info(self, queue: str, *, jobs: bool = False) -> dict[str, Any]:
+        """SAQ's own ``Queue.info`` of one queue (workers, counts, optionally jobs)."""
+        return dict(await (await self.queue(queue)).info(jobs=jobs))

@@ -1,0 +1,106 @@
+"""``JobHandle``: what ``Jobs.enqueue`` returns — the SAQ job plus typed ways to wait for it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from saq.job import Job, Status
+
+from domainjobs.errors import DomainJobsError
+
+if TYPE_CHECKING:
+    from domainjobs.facade import Jobs
+
+R = TypeVar("R")
+
+
+class JobFailedError(DomainJobsError):
+    """A job ended failed or aborted. ``job`` is the SAQ job, ``error`` its error text."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.status = Status(job.status)
+        self.error = job.error or ""
+        queue = job.queue.name if job.queue is not None else "?"
+        last = self.error.strip().splitlines()[-1] if self.error.strip() else "no error recorded"
+        super().__init__(
+            f"job {job.key!r} of task {job.function!r} on queue {queue!r} ended "
+            f"{self.status.value}: {last}"
+        )
+
+
+class JobTimeoutError(DomainJobsError, TimeoutError):
+    """Waiting for a job's result took longer than the wait timeout (the job goes on)."""
+
+
+class JobHandle(Generic[R]):
+    """A job enqueued through ``Jobs``. ``R`` is the task's result type.
+
+    ``created`` is False when a job with the same ``key`` was already queued, scheduled or
+    running: this handle then refers to that existing job (nothing new was enqueued).
+    """
+
+    __slots__ = ("_jobs", "created", "job")
+
+    def __init__(self, jobs: Jobs, job: Job, created: bool = True) -> None:
+        self._jobs = jobs
+        self.job = job
+        self.created = created
+
+    @property
+    def key(self) -> str:
+        """The job's key (unique per queue)."""
+        return self.job.key
+
+    @property
+    def id(self) -> str:
+        """The job's id on the broker."""
+        return self.job.id
+
+    @property
+    def task(self) -> str:
+        """The task's public name."""
+        return self.job.function
+
+    @property
+    def queue(self) -> str:
+        """The name of the queue the job is on."""
+        return self.job.get_queue().name
+
+    @property
+    def status(self) -> Status:
+        """The status when last read (``refresh`` reads it again)."""
+        return Status(self.job.status)
+
+    async def refresh(self) -> Job:
+        """Read the job again from the broker and return it."""
+        job = await self.job.get_queue().job(self.job.key)
+        if job is None:
+            raise LookupError(f"job {self.key!r} no longer exists on queue {self.queue!r}")
+        self.job = job
+        return job
+
+    async def wait(self, timeout: float | None = None) -> Job:
+        """Wait (on the completion notification) until the job is complete, failed or
+        aborted; return it. ``JobTimeoutError`` after ``timeout`` seconds."""
+        self.job = await self._jobs.wait_for(self.job, timeout)
+        return self.job
+
+    async def result(self, timeout: float | None = None) -> R:
+        """Wait for the job and return its result; ``JobFailedError`` if it failed or was
+        aborted, ``JobTimeoutError`` after ``timeout`` seconds."""
+        job = await self.wait(timeout)
+        if job.status != Status.COMPLETE:
+            raise JobFailedError(job)
+        result: R = job.result
+        return result
+
+    async def abort(self, reason: str = "aborted") -> None:
+        """Abort the job: a queued job never runs, a running one is cancelled."""
+        await self.job.get_queue().abort(self.job, reason)
+
+    def __repr__(self) -> str:
+        return (
+            f"JobHandle(task={self.task!r}, key={self.key!r}, queue={self.queue!r}, "
+            f"status={self.job.status!s}, created={self.created})"
+        )
