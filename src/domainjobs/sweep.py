@@ -1,19 +1,35 @@
-"""SAQ queues whose sweep never aborts a job a worker has just dequeued (DESIGN §7).
+"""SAQ queues whose sweep never loses a job, and finds a dead worker's jobs within seconds
+(DESIGN §7; docs/reliability.md says what is guaranteed and why plain SAQ does not).
 
-Placeholder: the race fix (issue 8) lands here. Until then these are SAQ's own queues.
+``domainjobs.brokers`` builds every queue from these two names.
 """
 
 from __future__ import annotations
 
-from saq.queue.redis import RedisQueue
+from domainjobs.sweep_redis import SweepSafeRedisQueue
+from domainjobs.sweep_rules import (
+    LOST_AFTER,
+    MAX_LOST,
+    RECOVERY_BOUND,
+    SETTLE,
+    SWEEP_PERIOD,
+    recovery_bound,
+)
 
-
-class SweepSafeRedisQueue(RedisQueue):
-    """A ``saq.queue.redis.RedisQueue`` (the race fix lands here)."""
+__all__ = [
+    "LOST_AFTER",
+    "MAX_LOST",
+    "RECOVERY_BOUND",
+    "SETTLE",
+    "SWEEP_PERIOD",
+    "SweepSafeRedisQueue",
+    "postgres_queue_class",
+    "recovery_bound",
+]
 
 
 def postgres_queue_class() -> type:
     """The PostgreSQL queue class to use (imported lazily: psycopg is an optional extra)."""
-    from saq.queue.postgres import PostgresQueue
+    from domainjobs.sweep_postgres import SweepSafePostgresQueue
 
-    return PostgresQueue
+    return SweepSafePostgresQueue

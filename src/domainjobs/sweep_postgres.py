@@ -1,0 +1,291 @@
+"""``SweepSafePostgresQueue``: SAQ's PostgreSQL queue with worker leases (DESIGN §7).
+
+SAQ's PostgreSQL dequeue marks a job ``active`` in the same transaction that takes it, so
+the Redis race (a job taken but not yet marked, aborted by the sweep) does not exist here.
+What this queue adds is the same dead-worker rule as ``SweepSafeRedisQueue``: every process
+holds a lease (table ``domainjobs_leases``: worker id -> expiry, in the database's clock),
+renewed while the queue is connected, and the sweep puts a job back on its queue as soon as
+the lease of the worker running it has lapsed, instead of waiting for the job's timeout
+(SAQ's sweep then aborts it, and does not run it again when ``retries`` is 1).
+
+A job taken by the queue but not yet picked up by a worker of the process is marked with
+the queue's own lease id, so a process that dies holding such a job loses it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from textwrap import dedent
+from typing import Any
+
+from psycopg.sql import SQL, Identifier
+from saq.job import Job, Status
+from saq.queue.postgres import ENQUEUE, PostgresQueue
+from saq.utils import now, now_seconds
+
+from domainjobs.sweep_rules import (
+    LOST_AFTER,
+    MAX_LOST,
+    SETTLE,
+    Verdict,
+    give_up_error,
+    mark_lost,
+    verdict_for_active,
+)
+
+logger = logging.getLogger("domainjobs")
+
+LEASES_TABLE = "domainjobs_leases"
+
+
+class SweepSafePostgresQueue(PostgresQueue):
+    """A ``saq.queue.postgres.PostgresQueue`` whose sweep finds a dead worker's jobs at once.
+
+    ``lost_after``, ``settle`` and ``max_lost`` mean what they mean for
+    ``SweepSafeRedisQueue``; ``leases_table`` names the lease table. Every other argument is
+    ``PostgresQueue``'s.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        lost_after: float = LOST_AFTER,
+        settle: float = SETTLE,
+        max_lost: int = MAX_LOST,
+        leases_table: str = LEASES_TABLE,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if lost_after <= 0 or settle <= 0 or max_lost < 1:
+            raise ValueError(
+                f"SweepSafePostgresQueue needs lost_after > 0, settle > 0 and max_lost >= 1 "
+                f"(got {lost_after}, {settle}, {max_lost})"
+            )
+        self.lost_after = lost_after
+        self.settle = settle
+        self.max_lost = max_lost
+        self.leases_table = Identifier(leases_table)
+        self.dequeuer_id = f"dequeuer-{uuid.uuid4().hex}"
+        self._held: set[str] = set()
+        self._renewer: asyncio.Task[None] | None = None
+
+    async def init_db(self) -> None:
+        """SAQ's tables, plus the lease table."""
+        await super().init_db()
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                SQL("SELECT pg_advisory_xact_lock(%(key)s, hashtext('domainjobs_leases'))"),
+                {"key": self.saq_lock_keyspace},
+            )
+            await conn.execute(
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {leases} "
+                    "(worker_id TEXT PRIMARY KEY, expire_at DOUBLE PRECISION NOT NULL)"
+                ).format(leases=self.leases_table)
+            )
+
+    # -- leases ---------------------------------------------------------------------------
+
+    async def hold_lease(self, worker_id: str) -> None:
+        """Hold (and keep renewing) the lease of ``worker_id`` while this queue is connected."""
+        if worker_id in self._held:
+            return
+        self._held.add(worker_id)
+        await self._renew([worker_id])
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew_forever(), name="domainjobs-lease")
+
+    async def _renew(self, worker_ids: list[str], ttl: float | None = None) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                SQL(
+                    dedent(
+                        """
+                        INSERT INTO {leases} (worker_id, expire_at)
+                        SELECT id, EXTRACT(EPOCH FROM NOW()) + %(ttl)s
+                        FROM unnest(%(ids)s::text[]) id
+                        ON CONFLICT (worker_id) DO UPDATE SET expire_at = EXCLUDED.expire_at
+                        """
+                    )
+                ).format(leases=self.leases_table),
+                {"ids": worker_ids, "ttl": self.lost_after if ttl is None else ttl},
+            )
+
+    async def _renew_forever(self) -> None:
+        while self._held:
+            await asyncio.sleep(self.lost_after / 5)
+            try:
+                await self._renew(sorted(self._held))
+            except Exception:  # a database hiccup must not end the renewals
+                logger.warning("could not renew worker leases on %s", self.name, exc_info=True)
+
+    async def release_leases(self) -> None:
+        """Stop renewing and end this process's leases now (its leftover jobs are lost)."""
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await renewer
+        held, self._held = self._held, set()
+        if held and self._connected:
+            with contextlib.suppress(Exception):
+                await self._renew(sorted(held), ttl=-1e9)
+
+    async def write_worker_info(self, worker_id: str, info: Any, ttl: int) -> None:
+        """SAQ's worker stats, plus the worker's lease (so it exists before any job)."""
+        await self.hold_lease(worker_id)
+        await super().write_worker_info(worker_id, info, ttl)
+
+    async def _update(self, job: Job, status: Status | None = None, **kwargs: Any) -> None:
+        if status == Status.ACTIVE:
+            if "connection" in kwargs:  # SAQ's dequeue: taken, not yet handed to a worker
+                job.worker_id = self.dequeuer_id
+            if job.worker_id:
+                await self.hold_lease(job.worker_id)
+        await super()._update(job, status, **kwargs)
+
+    async def disconnect(self) -> None:
+        """Release the leases, then disconnect as SAQ does."""
+        await self.release_leases()
+        await super().disconnect()
+
+    # -- the sweep ------------------------------------------------------------------------
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+        """SAQ's sweep (expired rows, stuck jobs), plus: put back dead workers' jobs at once."""
+        if not await self._sweep_lock():
+            return []
+        async with self.pool.connection() as conn, conn.cursor() as cursor:
+            await cursor.execute(
+                SQL(
+                    "DELETE FROM {jobs} WHERE queue = %(queue)s "
+                    "AND status IN ('aborted', 'complete', 'failed') AND %(now)s >= expire_at"
+                ).format(jobs=self.jobs_table),
+                {"queue": self.name, "now": now_seconds()},
+            )
+            await cursor.execute(
+                SQL("DELETE FROM {stats} WHERE %(now)s >= expire_at").format(
+                    stats=self.stats_table
+                ),
+                {"now": now_seconds()},
+            )
+            await cursor.execute(
+                SQL("SELECT worker_id, expire_at < EXTRACT(EPOCH FROM NOW()) FROM {leases}").format(
+                    leases=self.leases_table
+                )
+            )
+            lapsed = {worker_id: bool(gone) for worker_id, gone in await cursor.fetchall()}
+            await cursor.execute(
+                SQL(
+                    "SELECT key, job, status FROM {jobs} "
+                    "WHERE queue = %(queue)s AND status IN ('active', 'aborting')"
+                ).format(jobs=self.jobs_table),
+                {"queue": self.name},
+            )
+            rows = await cursor.fetchall()
+        swept = []
+        for key, payload, status in rows:
+            try:
+                if await self._sweep_one(bytes(payload), status, lapsed, abort):
+                    swept.append(key)
+            except Exception:  # one bad job must not stop the sweep
+                logger.exception("sweeping %s failed", key)
+        return swept
+
+    async def _sweep_lock(self) -> bool:
+        if self._has_sweep_lock:
+            return True
+        async with self.pool.connection() as conn, conn.cursor() as cursor:
+            await cursor.execute(
+                SQL("SELECT pg_try_advisory_lock(%(key1)s, hashtext(%(queue)s))"),
+                {"key1": self.saq_lock_keyspace, "queue": self.name},
+            )
+            result = await cursor.fetchone()
+        if result and not result[0]:
+            return False
+        self._has_sweep_lock = True
+        return True
+
+    async def _sweep_one(
+        self, payload: bytes, status: str, lapsed: dict[str, bool], abort: float
+    ) -> bool:
+        job = self.deserialize(payload, status)
+        if job is None:
+            return False
+        gone = lapsed.get(job.worker_id or "", False)
+        if job.status == Status.ABORTING and gone:
+            verdict = Verdict.FINISH_ABORTED
+        else:
+            verdict = verdict_for_active(
+                job, lease_lapsed=gone, now_ms=now(), settle=self.settle, max_lost=self.max_lost
+            )
+        if verdict is Verdict.KEEP:
+            return False
+        if verdict is Verdict.STUCK:
+            await self._sweep_stuck(job, abort)
+            return True
+        if verdict is Verdict.REQUEUE:
+            mark_lost(job, job.worker_id)
+            done = await self._replace(job, payload, "queued", scheduled=int(now_seconds()))
+            if done:
+                self.retried += 1
+                logger.warning("Put back %s (its worker is gone)", job.info())
+                async with self.pool.connection() as conn:
+                    await self._notify(ENQUEUE, connection=conn)
+            return done
+        job.error = give_up_error(job) if verdict is Verdict.GIVE_UP else job.error
+        job.status, job.completed = Status.ABORTED, now()
+        expire_at = now_seconds() + max(job.ttl, 0) if job.ttl else None
+        done = await self._replace(job, payload, "aborted", expire_at=expire_at)
+        if done:
+            self.aborted += 1
+            logger.warning("Finished %s as aborted (%s)", job.info(), job.error)
+        return done
+
+    async def _replace(
+        self,
+        job: Job,
+        expected: bytes,
+        status: str,
+        *,
+        scheduled: int | None = None,
+        expire_at: float | None = None,
+    ) -> bool:
+        """Write ``job`` with ``status`` if its row still holds ``expected`` (compare-and-set)."""
+        async with self.pool.connection() as conn, conn.cursor() as cursor:
+            await cursor.execute(
+                SQL(
+                    dedent(
+                        """
+                        UPDATE {jobs} SET job = %(job)s, status = %(status)s,
+                          scheduled = COALESCE(%(scheduled)s, scheduled), expire_at = %(expire_at)s
+                        WHERE key = %(key)s AND job = %(expected)s
+                        """
+                    )
+                ).format(jobs=self.jobs_table),
+                {
+                    "job": self.serialize(job),
+                    "status": status,
+                    "scheduled": scheduled,
+                    "expire_at": expire_at,
+                    "key": job.key,
+                    "expected": expected,
+                },
+            )
+            return cursor.rowcount == 1
+
+    async def _sweep_stuck(self, job: Job, abort: float) -> None:
+        """SAQ's own handling of a stuck job (see ``SweepSafeRedisQueue._sweep_stuck``)."""
+        logger.info("Sweeping %s", job.info(logger.isEnabledFor(logging.DEBUG)))
+        await self.abort(job, error=self.swept_error_message)
+        try:
+            await job.refresh(abort)
+        except asyncio.TimeoutError:
+            logger.info("Could not abort job %s", job.key)
+        if job.retryable:
+            await self.retry(job, error=self.swept_error_message)
+        else:
+            await self.finish(job, Status.ABORTED, error=self.swept_error_message)

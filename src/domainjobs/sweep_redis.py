@@ -1,0 +1,358 @@
+"""``SweepSafeRedisQueue``: SAQ's Redis queue whose sweep loses no job (DESIGN §7).
+
+Plain SAQ's ``dequeue`` moves a job id to the active list (BLMOVE) and only later does the
+worker write the job's status ``active``; its sweep aborts every job in the active list whose
+status is not ``active``, so a job caught in between is aborted (and lost when it has no
+retries left). This queue keeps SAQ's dequeue as it is and changes what the sweep does:
+
+- a job in the active list that is not marked ``active`` is only put back on its queue after
+  it has sat there unchanged for ``settle`` seconds (its worker really died before starting
+  it); the sweep remembers what it saw in ``saq:<queue>:sweep_seen``;
+- every worker process holds a *lease* (``saq:<queue>:leases``: worker id -> expiry, in the
+  server's clock), renewed by the queue every ``lost_after / 5`` seconds for as long as the
+  queue is connected; a job marked ``active`` by a worker whose lease has lapsed is put back
+  on its queue at once, instead of waiting for its timeout;
+- every change the sweep makes is a compare-and-set on the job's stored bytes, so it never
+  overwrites what a worker wrote in the meantime.
+
+Everything else (enqueue, dequeue, finish, retry, abort, stats) is SAQ's code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from saq.job import Job, Status
+from saq.queue.redis import RedisQueue
+from saq.utils import now
+
+from domainjobs.sweep_rules import (
+    LOST_AFTER,
+    MAX_LOST,
+    SETTLE,
+    Verdict,
+    give_up_error,
+    mark_lost,
+    verdict_for_active,
+    verdict_for_unmarked,
+)
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import Redis
+    from redis.commands.core import AsyncScript
+
+logger = logging.getLogger("domainjobs")
+
+#: A lapsed lease no job refers to any more is forgotten after this long (ms).
+FORGET_LEASE_AFTER_MS = 3_600_000
+
+_SERVER_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: lock, active, leases, seen. ARGV: lock ms. Returns nil when another sweep holds
+# the lock, else {now ms, ids, payloads, leases (flat), seen (flat)}.
+SNAPSHOT = (
+    """
+if redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[1]) == false then return nil end
+"""
+    + _SERVER_NOW
+    + """
+local ids = redis.call('LRANGE', KEYS[2], 0, -1)
+local payloads = {}
+for i, id in ipairs(ids) do payloads[i] = redis.call('GET', id) end
+return {now, ids, payloads, redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4])}
+"""
+)
+
+# KEYS: leases. ARGV: ttl ms, worker ids... Sets each lease to now + ttl (server clock).
+RENEW = (
+    _SERVER_NOW
+    + """
+for i = 2, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], now + tonumber(ARGV[1])) end
+return now
+"""
+)
+
+# KEYS: job id, active, incomplete, queued. ARGV: expected bytes, new bytes ('' = keep),
+# score. Puts the job back on its queue if nothing changed it since the sweep read it.
+REQUEUE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('LREM', KEYS[2], 0, KEYS[1]) == 0 then return 0 end
+if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2]) end
+redis.call('ZADD', KEYS[3], ARGV[3], KEYS[1])
+redis.call('LREM', KEYS[4], 0, KEYS[1])
+redis.call('RPUSH', KEYS[4], KEYS[1])
+return 1
+"""
+
+# KEYS: job id, active, incomplete. ARGV: expected bytes, new bytes ('' = keep), ttl s.
+# Finishes the job (or, with no new bytes, only unlists it) if nothing changed it.
+FINISH = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('LREM', KEYS[2], 0, KEYS[1])
+if ARGV[2] == '' then return 1 end
+redis.call('ZREM', KEYS[3], KEYS[1])
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then redis.call('SETEX', KEYS[1], ttl, ARGV[2])
+elseif ttl == 0 then redis.call('SET', KEYS[1], ARGV[2])
+else redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class SweepSafeRedisQueue(RedisQueue):
+    """A ``saq.queue.redis.RedisQueue`` whose sweep never loses a job (module docstring).
+
+    ``lost_after``: seconds a worker's lease lasts without renewal (its jobs are put back
+    once it lapses); ``settle``: seconds a taken-but-unstarted job may sit unchanged before
+    it is put back; ``max_lost``: a job whose worker died this many times is given up.
+    Every other argument is ``RedisQueue``'s.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        name: str = "default",
+        *,
+        lost_after: float = LOST_AFTER,
+        settle: float = SETTLE,
+        max_lost: int = MAX_LOST,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(redis, name=name, **kwargs)
+        if lost_after <= 0 or settle <= 0 or max_lost < 1:
+            raise ValueError(
+                f"SweepSafeRedisQueue needs lost_after > 0, settle > 0 and max_lost >= 1 "
+                f"(got {lost_after}, {settle}, {max_lost})"
+            )
+        self.lost_after = lost_after
+        self.settle = settle
+        self.max_lost = max_lost
+        self._leases = self.namespace("leases")
+        self._seen = self.namespace("sweep_seen")
+        self._held: set[str] = set()
+        self._renewer: asyncio.Task[None] | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+
+    def _script(self, source: str) -> AsyncScript:
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.redis.register_script(source)
+        return script
+
+    # -- leases ---------------------------------------------------------------------------
+
+    async def hold_lease(self, worker_id: str) -> None:
+        """Hold (and keep renewing) the lease of ``worker_id`` while this queue is connected."""
+        if worker_id in self._held:
+            return
+        self._held.add(worker_id)
+        await self._renew([worker_id])
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew_forever(), name="domainjobs-lease")
+
+    async def _renew(self, worker_ids: list[str]) -> None:
+        ttl_ms = int(self.lost_after * 1000)
+        await self._script(RENEW)(keys=[self._leases], args=[ttl_ms, *worker_ids])
+
+    async def _renew_forever(self) -> None:
+        while self._held:
+            await asyncio.sleep(self.lost_after / 5)
+            try:
+                await self._renew(sorted(self._held))
+            except Exception:  # a broker hiccup must not end the renewals
+                logger.warning("could not renew worker leases on %s", self.name, exc_info=True)
+
+    async def release_leases(self) -> None:
+        """Stop renewing and end this process's leases now (its leftover jobs are lost)."""
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await renewer
+        held, self._held = self._held, set()
+        if held:
+            with contextlib.suppress(Exception):
+                await self.redis.hset(self._leases, mapping=dict.fromkeys(held, 0))  # type: ignore[misc]
+
+    async def write_worker_info(self, worker_id: str, info: Any, ttl: int) -> None:
+        """SAQ's worker stats, plus the worker's lease (so it exists before any job)."""
+        await self.hold_lease(worker_id)
+        await super().write_worker_info(worker_id, info, ttl)
+
+    async def _update(self, job: Job, status: Status | None = None, **kwargs: Any) -> None:
+        if status == Status.ACTIVE and job.worker_id:
+            await self.hold_lease(job.worker_id)
+        await super()._update(job, status, **kwargs)
+
+    async def disconnect(self) -> None:
+        """Release the leases, then disconnect as SAQ does."""
+        await self.release_leases()
+        await super().disconnect()
+
+    # -- the sweep ------------------------------------------------------------------------
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+        """Put back the jobs of dead workers, finish stuck jobs as SAQ does; lose none.
+
+        At most one sweep per ``lock`` seconds runs across all workers of the queue.
+        """
+        lock_ms = max(1, int(float(lock) * 1000))
+        snapshot = await self._script(SNAPSHOT)(
+            keys=[self._sweep, self._active, self._leases, self._seen],
+            args=[lock_ms],
+            client=self.redis,
+        )
+        if not snapshot:
+            return []
+        now_ms, ids, payloads, lease_flat, seen_flat = snapshot
+        leases = {k.decode(): int(v) for k, v in _pairs(lease_flat).items()}
+        seen = _pairs(seen_flat)
+        next_seen: dict[bytes, bytes] = {}
+        referenced: set[str] = set()
+        swept: list[str] = []
+        for job_id, payload in zip(ids, payloads, strict=True):
+            try:
+                if await self._sweep_one(
+                    job_id, payload, int(now_ms), leases, seen, next_seen, referenced, abort
+                ):
+                    swept.append(job_id.decode())
+            except Exception:  # one bad job must not stop the sweep
+                logger.exception("sweeping %s failed", job_id)
+        await self._remember(seen, next_seen, leases, referenced, int(now_ms))
+        return swept
+
+    async def _sweep_one(
+        self,
+        job_id: bytes,
+        payload: bytes | None,
+        now_ms: int,
+        leases: dict[str, int],
+        seen: dict[bytes, bytes],
+        next_seen: dict[bytes, bytes],
+        referenced: set[str],
+        abort: float,
+    ) -> bool:
+        if payload is None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.lrem(self._active, 0, job_id.decode())
+                pipe.zrem(self._incomplete, job_id.decode())
+                await pipe.execute()
+            logger.info("Sweeping missing job %s", job_id)
+            return True
+        job = self.deserialize(payload)
+        if job is None:
+            return False
+        if job.status == Status.ACTIVE:
+            lease = leases.get(job.worker_id or "")
+            if job.worker_id:
+                referenced.add(job.worker_id)
+            verdict = verdict_for_active(
+                job,
+                lease_lapsed=lease is not None and lease < now_ms,
+                now_ms=now_ms,
+                settle=self.settle,
+                max_lost=self.max_lost,
+            )
+        else:
+            fingerprint = hashlib.sha1(payload).hexdigest().encode()
+            first_ms, _, previous = seen.get(job_id, b"").partition(b" ")
+            first = int(first_ms) if previous == fingerprint else now_ms
+            next_seen[job_id] = b"%d %s" % (first, fingerprint)
+            verdict = verdict_for_unmarked(
+                job, unchanged_for=(now_ms - first) / 1000, settle=self.settle
+            )
+        if verdict is Verdict.KEEP:
+            return False
+        next_seen.pop(job_id, None)
+        return await self._carry_out(verdict, job, payload, abort)
+
+    async def _carry_out(self, verdict: Verdict, job: Job, payload: bytes, abort: float) -> bool:
+        if verdict is Verdict.STUCK:
+            await self._sweep_stuck(job, abort)
+            return True
+        if verdict is Verdict.REQUEUE:
+            new = b""
+            if job.status == Status.ACTIVE:
+                mark_lost(job, job.worker_id)
+                new = self._bytes(job)
+            done = await self._script(REQUEUE)(
+                keys=[job.id, self._active, self._incomplete, self._queued],
+                args=[payload, new, job.scheduled],
+                client=self.redis,
+            )
+            if done:
+                self.retried += 1
+                logger.warning("Put back %s (its worker is gone)", job.info())
+        else:
+            new = b""
+            if verdict is not Verdict.UNLIST:
+                error = give_up_error(job) if verdict is Verdict.GIVE_UP else job.error
+                job.status, job.error, job.completed = Status.ABORTED, error, now()
+                new = self._bytes(job)
+            done = await self._script(FINISH)(
+                keys=[job.id, self._active, self._incomplete],
+                args=[payload, new, job.ttl],
+                client=self.redis,
+            )
+            if done and new:
+                self.aborted += 1
+                logger.warning("Finished %s as aborted (%s)", job.info(), job.error)
+        if done and new:
+            await self.notify(job)
+        return bool(done)
+
+    def _bytes(self, job: Job) -> bytes:
+        data = self.serialize(job)
+        return data.encode() if isinstance(data, str) else data
+
+    async def _sweep_stuck(self, job: Job, abort: float) -> None:
+        """SAQ's own handling of a stuck job: abort it, give the worker ``abort`` seconds to
+        stop it, then retry it if it has retries left, else finish it as aborted."""
+        logger.info("Sweeping job %s", job.info(logger.isEnabledFor(logging.DEBUG)))
+        await self.abort(job, error=self.swept_error_message)
+        try:
+            await job.refresh(abort)
+        except asyncio.TimeoutError:
+            logger.info("Could not abort job %s", job.id)
+        if job.retryable:
+            await self.retry(job, error=self.swept_error_message)
+        else:
+            await self.finish(job, Status.ABORTED, error=self.swept_error_message)
+
+    async def _remember(
+        self,
+        seen: dict[bytes, bytes],
+        next_seen: dict[bytes, bytes],
+        leases: dict[str, int],
+        referenced: set[str],
+        now: int,
+    ) -> None:
+        forget = [k for k in seen if k not in next_seen]
+        stale = [
+            w
+            for w, expiry in leases.items()
+            if expiry < now - FORGET_LEASE_AFTER_MS and w not in referenced
+        ]
+        if not (forget or next_seen or stale):
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if forget:
+                pipe.hdel(self._seen, *(k.decode() for k in forget))
+            if next_seen:
+                pipe.hset(
+                    self._seen, mapping={k.decode(): v.decode() for k, v in next_seen.items()}
+                )
+            if stale:
+                pipe.hdel(self._leases, *stale)
+            await pipe.execute()
