@@ -3,7 +3,17 @@ docs (mkdocs --strict). ``nox -l`` lists them; ``nox -s tests-3.12`` runs one.""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import nox
+
+# Find pyenv-installed interpreters (python3.10 ... python3.13) even when pyenv's shims
+# only expose one version.
+_pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+if _pyenv.is_dir():
+    _bins = [str(p / "bin") for p in sorted(_pyenv.iterdir()) if (p / "bin").is_dir()]
+    os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), *_bins])
 
 nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
 nox.options.error_on_missing_interpreters = False
