@@ -19,8 +19,12 @@ from domainjobs.registry import DEFAULT_QUEUE, CronSpec, Registry
 RegistryOrRoots = Registry | str | Sequence[str] | None
 
 #: The worker is the one place a SAQ function name is set: a task's public name.
+#: ``timers["sweep"]``: how often the queue is swept for dead workers' jobs (SAQ: 60 s);
+#: safe to run often because domainjobs' queues never sweep a job a worker just took
+#: (see ``domainjobs.sweep`` and docs/reliability.md).
 WORKER_DEFAULTS: dict[str, Any] = {
     "concurrency": 10,
+    "timers": {"sweep": 2},  # = domainjobs.sweep.SWEEP_PERIOD
 }
 
 
