@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
@@ -28,6 +28,7 @@ from domainjobs.binding import Binder, TaskArgumentsError, check_serializable, d
 from domainjobs.errors import DomainJobsError
 from domainjobs.handle import JobFailedError, JobHandle, JobTimeoutError
 from domainjobs.joboptions import NO_OPTIONS, JobOptions
+from domainjobs.pending import Pending, PendingList, PendingListWithErrors
 from domainjobs.queuestatus import QueueStatus, queue_status
 from domainjobs.registry import Registry, TaskSpec
 from domainjobs.waiting import CompletionListener, has_notifications, wait_for_job
@@ -131,6 +132,11 @@ class Jobs:
 
             state.registry = resolve_registry(state.registry_or_roots)
         return state.registry
+
+    @property
+    def url(self) -> str | None:
+        """The broker URL (resolved from the configuration once the facade is open)."""
+        return self._state.url or self._state.given_url
 
     @property
     def options(self) -> JobOptions:
@@ -280,14 +286,6 @@ class Jobs:
 
     @overload
     async def enqueue(
-        self,
-        task: Callable[Concatenate[Any, P], Awaitable[R]],
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> JobHandle[R]: ...
-    @overload
-    async def enqueue(
         self, task: Callable[Concatenate[Any, P], R], /, *args: P.args, **kwargs: P.kwargs
     ) -> JobHandle[R]: ...
     @overload
@@ -304,22 +302,20 @@ class Jobs:
         return handle
 
     @overload
-    async def apply(
-        self,
-        task: Callable[Concatenate[Any, P], Awaitable[R]],
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> R: ...
-    @overload
-    async def apply(
+    def apply(
         self, task: Callable[Concatenate[Any, P], R], /, *args: P.args, **kwargs: P.kwargs
-    ) -> R: ...
+    ) -> Pending[R]: ...
     @overload
-    async def apply(self, task: str, /, *args: Any, **kwargs: Any) -> Any: ...
-    async def apply(self, task: TaskRef, /, *args: Any, **kwargs: Any) -> Any:
-        """Enqueue ``task`` and wait for its result (``with_options(wait_timeout=...)``
-        bounds the wait). A failed or aborted job raises ``JobFailedError``."""
+    def apply(self, task: str, /, *args: Any, **kwargs: Any) -> Pending[Any]: ...
+    def apply(self, task: TaskRef, /, *args: Any, **kwargs: Any) -> Pending[Any]:
+        """Enqueue ``task`` and wait for its result: ``await jobs.apply(f, x=1)``.
+
+        ``with_options(wait_timeout=...)`` bounds the wait (``JobTimeoutError``); a failed
+        or aborted job raises ``JobFailedError``. Nothing happens until it is awaited.
+        """
+        return Pending(lambda: self._apply(task, args, kwargs))
+
+    async def _apply(self, task: TaskRef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         spec, bound = self._prepare(task, args, kwargs)
         handle, future, listener = await self._submit(spec, bound, watch=True)
         job = await self._wait(
@@ -330,64 +326,55 @@ class Jobs:
         return job.result
 
     @overload
-    async def map(
-        self,
-        task: Callable[..., Awaitable[R]],
-        kwargs_list: Iterable[Mapping[str, Any]],
-        /,
-        *,
-        return_exceptions: Literal[False] = False,
-    ) -> list[R]: ...
-    @overload
-    async def map(
-        self,
-        task: Callable[..., Awaitable[R]],
-        kwargs_list: Iterable[Mapping[str, Any]],
-        /,
-        *,
-        return_exceptions: Literal[True],
-    ) -> list[R | JobFailedError]: ...
-    @overload
-    async def map(
+    def map(
         self,
         task: Callable[..., R],
         kwargs_list: Iterable[Mapping[str, Any]],
         /,
         *,
         return_exceptions: Literal[False] = False,
-    ) -> list[R]: ...
+    ) -> PendingList[R]: ...
     @overload
-    async def map(
+    def map(
         self,
         task: Callable[..., R],
         kwargs_list: Iterable[Mapping[str, Any]],
         /,
         *,
         return_exceptions: Literal[True],
-    ) -> list[R | JobFailedError]: ...
+    ) -> PendingListWithErrors[R]: ...
     @overload
-    async def map(
+    def map(
         self,
         task: str,
         kwargs_list: Iterable[Mapping[str, Any]],
         /,
         *,
         return_exceptions: bool = False,
-    ) -> list[Any]: ...
-    async def map(
+    ) -> PendingList[Any]: ...
+    def map(
         self,
         task: TaskRef,
         kwargs_list: Iterable[Mapping[str, Any]],
         /,
         *,
         return_exceptions: bool = False,
-    ) -> list[Any]:
-        """Enqueue one job per kwargs mapping and return their results in order.
+    ) -> PendingList[Any] | PendingListWithErrors[Any]:
+        """Enqueue one job per kwargs mapping and return their results in order:
+        ``await jobs.map(f, [{"x": 1}, {"x": 2}])``.
 
         Every mapping is validated before any job is enqueued. A failed job raises
         ``JobFailedError`` (the others go on), or with ``return_exceptions=True`` its error
         takes its place in the list.
         """
+        items = list(kwargs_list)
+        if return_exceptions:
+            return PendingListWithErrors(lambda: self._map(task, items, True))
+        return PendingList(lambda: self._map(task, items, False))
+
+    async def _map(
+        self, task: TaskRef, kwargs_list: list[Mapping[str, Any]], return_exceptions: bool
+    ) -> list[Any]:
         if self._options.key is not None:
             raise TaskArgumentsError(
                 "map enqueues many jobs, so it cannot take one key option; use enqueue per key"

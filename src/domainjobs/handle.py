@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Generic, TypeVar
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from saq.job import Job, Status
+from saq.utils import now_seconds
 
 from domainjobs.errors import DomainJobsError
 
 if TYPE_CHECKING:
     from domainjobs.facade import Jobs
 
-R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+T = TypeVar("T")
 
 
 class JobFailedError(DomainJobsError):
@@ -33,8 +36,12 @@ class JobTimeoutError(DomainJobsError, TimeoutError):
     """Waiting for a job's result took longer than the wait timeout (the job goes on)."""
 
 
-class JobHandle(Generic[R]):
-    """A job enqueued through ``Jobs``. ``R`` is the task's result type.
+class JobHandle(Generic[R_co]):
+    """A job enqueued through ``Jobs``.
+
+    ``R_co`` is what the task function returns as declared (for an ``async def`` task a
+    coroutine of its result); ``result()`` gives the result itself, so mypy knows that
+    ``await (await jobs.enqueue(f)).result()`` is what ``await f(...)`` would be.
 
     ``created`` is False when a job with the same ``key`` was already queued, scheduled or
     running: this handle then refers to that existing job (nothing new was enqueued).
@@ -86,18 +93,27 @@ class JobHandle(Generic[R]):
         self.job = await self._jobs.wait_for(self.job, timeout)
         return self.job
 
-    async def result(self, timeout: float | None = None) -> R:
+    @overload
+    async def result(self: JobHandle[Awaitable[T]], timeout: float | None = None) -> T: ...
+    @overload
+    async def result(self: JobHandle[T], timeout: float | None = None) -> T: ...
+    async def result(self, timeout: float | None = None) -> Any:
         """Wait for the job and return its result; ``JobFailedError`` if it failed or was
         aborted, ``JobTimeoutError`` after ``timeout`` seconds."""
         job = await self.wait(timeout)
         if job.status != Status.COMPLETE:
             raise JobFailedError(job)
-        result: R = job.result
-        return result
+        return job.result
 
     async def abort(self, reason: str = "aborted") -> None:
-        """Abort the job: a queued job never runs, a running one is cancelled."""
-        await self.job.get_queue().abort(self.job, reason)
+        """Abort the job: a queued or scheduled job never runs, a running one is cancelled.
+
+        (SAQ leaves a job aborted before its scheduled time in ``aborting`` for ever; it is
+        marked ``aborted`` here, since no worker holds it.)"""
+        queue = self.job.get_queue()
+        await queue.abort(self.job, reason)
+        if self.job.status == Status.ABORTING and self.job.scheduled > now_seconds():
+            await queue.finish_abort(self.job)
 
     def __repr__(self) -> str:
         return (
