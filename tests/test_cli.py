@@ -67,7 +67,8 @@ def test_check_reports_every_problem_on_stderr_with_exit_2(tmp_path: Path):
 
 
 def test_run_without_url_is_a_clear_error(tmp_path: Path):
-    result = run_cli("run", "--burst", cwd=SHOP, env={"DOMAINJOBS_URL": ""})
+    env = {"DOMAINJOBS_URL": "", "DOMAINJOBS_EMBEDDED": "false"}  # else: the embedded broker
+    result = run_cli("run", "--burst", cwd=SHOP, env=env)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "--url" in result.stderr

@@ -197,6 +197,7 @@ def test_build_worker_without_url_is_a_clear_error(make_app, monkeypatch):
     from domainjobs import ConfigError
 
     monkeypatch.delenv("DOMAINJOBS_URL", raising=False)
+    monkeypatch.setenv("DOMAINJOBS_EMBEDDED", "false")  # else: the embedded broker
     base = make_app({"app/domain/a/jobs/tasks.py": "async def t(ctx):\n    return 1\n"})
     with pytest.raises(ConfigError, match="broker"):
         build_worker(f"{base.name}.domain")

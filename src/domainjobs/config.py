@@ -38,6 +38,8 @@ class Settings:
     cron_tz: str = "UTC"
     data_dir: str = ".domainjobs"
     entry_points: bool = True
+    connect_timeout: int = 30  # seconds run waits for an unreachable broker (brokers.py)
+    embedded: bool = True  # no URL: start/attach the embedded broker (embedded.py)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied."""
@@ -149,13 +151,13 @@ def apply_app_dir(settings: Settings) -> None:
 
 
 def resolve_url(url: str | None = None, settings: Settings | None = None) -> str:
-    """The broker URL to use: ``url``, else the configured one, else a clear ``ConfigError``."""
+    """The broker URL to use: ``url``, else the configured one, else the project's embedded
+    broker (started or attached to; a clear ``ConfigError`` when it is not installed)."""
     if url:
         return url
     settings = settings or load_settings()
     if settings.url:
         return settings.url
-    raise ConfigError(
-        "no broker URL is configured: pass --url redis://localhost:6379 (or set DOMAINJOBS_URL, "
-        "or url in [tool.domainjobs] of pyproject.toml)"
-    )
+    from domainjobs.embedded import embedded_url
+
+    return embedded_url(settings)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from domainjobs.cli import check, listing, run
+from domainjobs.cli import broker, check, listing, run
 from domainjobs.cli.common import common_options
 
 #: Each command module has ``register(subparsers, common)``; add new commands here.
-COMMANDS = (run, listing, check)
+COMMANDS = (run, listing, check, broker)
 
 EPILOG = """\
 examples:
