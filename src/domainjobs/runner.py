@@ -23,14 +23,19 @@ logger = logging.getLogger("domainjobs")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-async def run_workers(workers: Sequence[Worker[Any]], *, handle_signals: bool = True) -> int:
+async def run_workers(
+    workers: Sequence[Worker[Any]], *, handle_signals: bool = True, connect_timeout: float = 30.0
+) -> int:
     """Connect the workers' queues, run every worker, and return an exit status.
 
     Returns 0 when every worker stopped cleanly, 1 when a worker failed (a startup hook
     raised, the broker was unreachable, ...) or a shutdown hook raised.
     """
     queues = list({id(w.queue): w.queue for w in workers}.values())
+    from domainjobs.brokers import wait_for_broker  # retries an unreachable broker (issue 5)
+
     for queue in queues:
+        await wait_for_broker(queue, connect_timeout)
         await queue.connect()
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()

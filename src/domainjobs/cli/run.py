@@ -73,4 +73,4 @@ def handle(args: argparse.Namespace) -> int:
         ", ".join(w.queue.name for w in workers),
         redact(url),
     )
-    return asyncio.run(run_workers(workers))
+    return asyncio.run(run_workers(workers, connect_timeout=settings.connect_timeout))
