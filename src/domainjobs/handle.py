@@ -115,6 +115,19 @@ class JobHandle(Generic[R_co]):
         if self.job.status == Status.ABORTING and self.job.scheduled > now_seconds():
             await queue.finish_abort(self.job)
 
+    def to_dict(self) -> dict[str, Any]:
+        """What an API would show: key, task, queue, status, result (when complete), error."""
+        job = self.job
+        return {
+            "key": job.key,
+            "task": job.function,
+            "queue": self.queue,
+            "status": Status(job.status).value,
+            "result": job.result if job.status == Status.COMPLETE else None,
+            "error": job.error,
+            "created": self.created,
+        }
+
     def __repr__(self) -> str:
         return (
             f"JobHandle(task={self.task!r}, key={self.key!r}, queue={self.queue!r}, "
