@@ -327,7 +327,7 @@ def _spawn(binary: Path, paths: BrokerPaths, timeout: float) -> None:
 def _wait_until_up(paths: BrokerPaths, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        state = ping(paths.socket)
+        state = ping(paths.client_socket())
         if state == "ok":
             return
         if state == "down" and not server_alive(paths):
@@ -365,7 +365,7 @@ def no_server_error() -> ConfigError:
 def ensure_broker(paths: BrokerPaths, timeout: float = 30.0) -> EmbeddedBroker:
     """Attach to this folder's running server, or start it; safe to call from any number
     of processes at once (they all end up on one server)."""
-    if ping(paths.socket) == "ok":
+    if ping(paths.client_socket()) == "ok":
         return EmbeddedBroker(paths, paths.url(), started=False)
     binary = find_server_binary()
     _prepare_folder(paths)
@@ -393,7 +393,7 @@ def embedded_url(settings: Settings) -> str:
             "false): " + HOW_TO_POINT_ELSEWHERE
         )
     paths = BrokerPaths.for_settings(settings)
-    if find_server_binary() is None and ping(paths.socket) != "ok":
+    if find_server_binary() is None and ping(paths.client_socket()) != "ok":
         raise no_server_error()
     broker = ensure_broker(paths, timeout=float(settings.connect_timeout))
     if paths.folder not in _announced:
@@ -429,8 +429,8 @@ class BrokerStatus:
 
 def _info_fields(paths: BrokerPaths) -> dict[str, str]:
     try:
-        raw = _command(paths.socket, "INFO", "server")
-        raw += _command(paths.socket, "INFO", "keyspace")
+        raw = _command(paths.client_socket(), "INFO", "server")
+        raw += _command(paths.client_socket(), "INFO", "keyspace")
     except OSError:
         return {}
     fields = {}
@@ -444,7 +444,7 @@ def _info_fields(paths: BrokerPaths) -> dict[str, str]:
 def broker_status(paths: BrokerPaths) -> BrokerStatus:
     """The state of this folder's embedded server (it is never started by asking)."""
     running = paths.folder.is_dir() and server_alive(paths)
-    answering = running and ping(paths.socket) == "ok"
+    answering = running and ping(paths.client_socket()) == "ok"
     fields = _info_fields(paths) if answering else {}
     keys = sum(
         int(part.split("=", 1)[1])
@@ -473,7 +473,7 @@ def stop_broker(paths: BrokerPaths, timeout: float = 30.0) -> bool:
     if not (paths.folder.is_dir() and server_alive(paths)):
         return False
     with contextlib.suppress(OSError):
-        _command(paths.socket, "SHUTDOWN", timeout=timeout)
+        _command(paths.client_socket(), "SHUTDOWN", timeout=timeout)
     deadline = time.monotonic() + timeout
     signalled = False
     while server_alive(paths):
