@@ -1,32 +1,179 @@
 """Run several ``saq.Worker``s in one process until a signal (or, in burst mode, until
-their queues are drained), with one set of signal handlers for all of them.
+their queues are drained), with one set of signal handlers for all of them, and stop them
+without losing a job.
 
 SAQ's ``Worker.start`` installs its own SIGINT/SIGTERM handler, which is fine for one
 worker; with several on one loop each handler replaces the previous one, so only the last
 worker would stop. ``run_workers`` takes signals over for all of them.
+
+Graceful stop (first SIGINT/SIGTERM, ``max_jobs`` reached, or the parent supervisor gone):
+no slot takes a new job once its current dequeue returns (at most ``dequeue_timeout``,
+1 s, later); running jobs get ``grace`` seconds to finish; what is still running then is
+cancelled and SAQ re-queues it (``job.retry("cancelled")``); the shutdown hooks run. A
+second signal skips the rest of the grace period. Idle slots are never cancelled in the
+middle of a dequeue, so no job is ever left half-taken.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Sequence
 from typing import Any
 
 from saq import Worker
 
+from domainjobs import cronticks
 from domainjobs.hooks import HookRunner
 
 logger = logging.getLogger("domainjobs")
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+#: Default seconds running jobs get to finish once a stop is requested.
+DEFAULT_GRACE = 25.0
+
+#: Longest an idle slot blocks in a dequeue: the delay before a stop is noticed.
+IDLE_DEQUEUE_TIMEOUT = 1.0
+
+
+class Shutdown:
+    """The stop state of one process's workers: requested (graceful) and forced."""
+
+    def __init__(self, workers: Sequence[Worker[Any]], grace: float) -> None:
+        self.workers = list(workers)
+        self.grace = grace
+        self.requested = asyncio.Event()
+        self.forced = asyncio.Event()
+        self.reason = ""
+
+    def request(self, reason: str) -> None:
+        """Stop taking jobs; running jobs get the grace period. A second call forces."""
+        if self.requested.is_set():
+            if not self.forced.is_set():
+                logger.warning("%s again: cancelling running jobs now (they are re-queued)", reason)
+                self.forced.set()
+            return
+        self.reason = reason
+        self.requested.set()
+        logger.info(
+            "%s: finishing running jobs (up to %gs; signal again to stop at once)",
+            reason,
+            self.grace,
+        )
+        for worker in self.workers:
+            stop_taking_jobs(worker)
+
+    async def enforce_grace(self) -> None:
+        """After the grace period (or a forced stop), cancel the jobs still running."""
+        await self.requested.wait()
+        try:
+            await asyncio.wait_for(self.forced.wait(), timeout=self.grace)
+        except asyncio.TimeoutError:
+            if any(w.job_task_contexts for w in self.workers):
+                logger.warning(
+                    "grace period of %gs is over: cancelling running jobs (they are re-queued)",
+                    self.grace,
+                )
+        cancelled: set[asyncio.Task[Any]] = set()
+        while True:  # a slot may still hand a just-dequeued job to a function
+            for worker in self.workers:
+                for task in running_job_slots(worker):
+                    if task not in cancelled:
+                        cancelled.add(task)
+                        task.cancel()
+            await asyncio.sleep(0.05)
+
+
+def running_job_slots(worker: Worker[Any]) -> list[asyncio.Task[Any]]:
+    """The slot tasks of ``worker`` that are running a job function right now.
+
+    Cancelling such a slot is what makes SAQ re-queue its job (``job.retry("cancelled")``);
+    cancelling the function alone would not, and cancelling an idle slot in the middle of a
+    dequeue could strand the job it was just handed.
+    """
+    slots: dict[Any, asyncio.Task[Any]] = getattr(worker, "domainjobs_slots", {})
+    return [
+        slot
+        for job, context in list(worker.job_task_contexts.items())
+        if not context["task"].done() and (slot := slots.get(job)) is not None and not slot.done()
+    ]
+
+
+def stop_taking_jobs(worker: Worker[Any]) -> None:
+    """Make ``worker`` wind down: no new slots, upkeep loops stopped, running jobs kept."""
+    worker.event.set()
+    for task in list(worker.tasks):
+        if task.get_name() != "process":  # upkeep loops: schedule, sweep, stats, abort
+            task.cancel()
+
+
+def prepare(worker: Worker[Any], grace: float) -> None:
+    """Settings ``run_workers`` needs: its own signal handling, a bounded idle dequeue, and
+    a backstop on SAQ's own grace period (ours is enforced by :class:`Shutdown`)."""
+    worker.SIGNALS = []
+    if worker.cron_jobs:
+        cronticks.install(worker)
+    if not hasattr(worker, "domainjobs_slots"):
+        slots: dict[Any, asyncio.Task[Any]] = {}
+
+        async def track_slot(ctx: Any) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                job = ctx["job"]
+                slots[job] = task
+                task.add_done_callback(
+                    lambda done: slots.pop(job) if slots.get(job) is done else None
+                )
+
+        worker.domainjobs_slots = slots  # type: ignore[attr-defined]
+        worker.before_process = [track_slot, *(worker.before_process or [])]
+    if not worker.burst and (not worker.dequeue_timeout or worker.dequeue_timeout > 5):
+        worker.dequeue_timeout = IDLE_DEQUEUE_TIMEOUT
+    backstop = int(grace + 2 * max(worker.dequeue_timeout, 1) + 5)
+    worker._shutdown_grace_period_s = backstop
+    worker._cancellation_hard_deadline_s = max(
+        worker._cancellation_hard_deadline_s,
+        3.0,
+    )
+
+
+def jobs_done(workers: Sequence[Worker[Any]]) -> int:
+    """Jobs that ended in this process so far (completed, failed, retried or aborted)."""
+    queues = {id(w.queue): w.queue for w in workers}.values()
+    return sum(q.complete + q.failed + q.retried + q.aborted for q in queues)
+
+
+async def _watch_max_jobs(
+    workers: Sequence[Worker[Any]], max_jobs: int, shutdown: Shutdown
+) -> None:
+    while jobs_done(workers) < max_jobs:  # noqa: ASYNC110 - a counter, not an event
+        await asyncio.sleep(0.05)
+    shutdown.request(f"{max_jobs} job(s) done (--max-jobs): recycling this worker process")
+
+
+async def _watch_parent(parent_pid: int, shutdown: Shutdown) -> None:
+    while os.getppid() == parent_pid:  # noqa: ASYNC110 - no event for a parent's death
+        await asyncio.sleep(0.5)
+    shutdown.request(f"supervisor (pid {parent_pid}) is gone")
+
 
 async def run_workers(
-    workers: Sequence[Worker[Any]], *, handle_signals: bool = True, connect_timeout: float = 30.0
+    workers: Sequence[Worker[Any]],
+    *,
+    handle_signals: bool = True,
+    grace: float = DEFAULT_GRACE,
+    max_jobs: int | None = None,
+    parent_pid: int | None = None,
+    connect_timeout: float = 30.0,
 ) -> int:
     """Connect the workers' queues, run every worker, and return an exit status.
+
+    ``grace`` is how long running jobs may take to finish once a stop is requested;
+    ``max_jobs`` stops the workers gracefully after that many jobs (for recycling by a
+    supervisor); ``parent_pid`` stops them when that process is no longer the parent.
 
     Returns 0 when every worker stopped cleanly, 1 when a worker failed (a startup hook
     raised, the broker was unreachable, ...) or a shutdown hook raised.
@@ -38,23 +185,30 @@ async def run_workers(
         await wait_for_broker(queue, connect_timeout)
         await queue.connect()
     loop = asyncio.get_running_loop()
-    stop_requested = asyncio.Event()
+    shutdown = Shutdown(workers, grace)
     installed = []
     if handle_signals:
-        for worker in workers:
-            worker.SIGNALS = []
         for signum in STOP_SIGNALS:
             try:
-                loop.add_signal_handler(signum, stop_requested.set)
+                loop.add_signal_handler(
+                    signum, shutdown.request, f"received {signal.Signals(signum).name}"
+                )
                 installed.append(signum)
             except (NotImplementedError, RuntimeError):  # not the main thread / Windows
                 pass
+    for worker in workers:
+        prepare(worker, grace)
+    helpers = [asyncio.create_task(shutdown.enforce_grace())]
+    if max_jobs:
+        helpers.append(asyncio.create_task(_watch_max_jobs(workers, max_jobs, shutdown)))
+    if parent_pid:
+        helpers.append(asyncio.create_task(_watch_parent(parent_pid, shutdown)))
     tasks = [asyncio.create_task(w.start(), name=f"worker:{w.queue.name}") for w in workers]
-    waiter = asyncio.create_task(stop_requested.wait())
+    waiter = asyncio.create_task(shutdown.requested.wait())
     status = 0
     try:
         pending: set[asyncio.Task[Any]] = set(tasks)
-        while pending and not stop_requested.is_set():
+        while pending and not shutdown.requested.is_set():
             done, pending_now = await asyncio.wait(
                 {*pending, waiter}, return_when=asyncio.FIRST_COMPLETED
             )
@@ -63,23 +217,28 @@ async def run_workers(
                 if task is not waiter and task.exception() is not None:
                     logger.error("worker %s failed: %s", task.get_name(), task.exception())
                     status = 1
-                    stop_requested.set()
-        if stop_requested.is_set():
-            logger.info("stopping %d worker(s)", len(workers))
-        await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
+                    shutdown.request("a worker failed")
         results = await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
         if any(isinstance(r, BaseException) for r in results):
             status = 1
     finally:
         waiter.cancel()
+        for helper in helpers:
+            helper.cancel()
         for signum in installed:
             loop.remove_signal_handler(signum)
         for queue in queues:
             try:
                 await queue.disconnect()
-            except Exception:  # noqa: BLE001 - a broken connection must not hide the status
+            except Exception:
                 logger.debug("disconnecting %s failed", queue, exc_info=True)
-    hooks = {id(h): h for w in workers if isinstance(h := getattr(w, "domainjobs_hooks", None), HookRunner)}
+    hooks = {
+        id(h): h
+        for w in workers
+        if isinstance(h := getattr(w, "domainjobs_hooks", None), HookRunner)
+    }
     if any(h.failed_shutdown_hooks for h in hooks.values()):
         status = 1
+    logger.info("workers stopped (exit status %d)", status)
     return status

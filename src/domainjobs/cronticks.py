@@ -1,0 +1,52 @@
+"""Cron jobs that fire once per tick, however many worker processes schedule them.
+
+SAQ's scheduler enqueues each cron job under one key, ``cron:<name>``, so a tick is skipped
+whenever the previous tick's job is still incomplete when the next enqueue is attempted.
+With a per-second cron (``* * * * * *``) and workers started together, plain SAQ fires every
+other second. domainjobs keys each tick's job ``cron:<name>:<epoch seconds of the tick>``:
+every process may try to enqueue the same tick (the broker keeps one), no tick waits for
+the previous one to finish, and none is enqueued twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from croniter import croniter
+from saq import Worker
+
+logger = logging.getLogger("domainjobs")
+
+
+def tick_key(name: str, scheduled: int) -> str:
+    """The job key of cron job ``name``'s tick at ``scheduled`` (epoch seconds)."""
+    return f"cron:{name}:{scheduled}"
+
+
+async def schedule_each_tick(worker: Worker[Any], lock: int = 1) -> None:
+    """``Worker.schedule`` with one job key per tick (see the module docstring)."""
+    for cron_job in worker.cron_jobs:
+        options = dict(cron_job.__dict__)
+        name = options.pop("function").__qualname__
+        options.pop("unique", None)
+        scheduled = int(croniter(options.pop("cron"), datetime.now(worker.cron_tz)).get_next())
+        await worker.queue.enqueue(
+            name,
+            key=tick_key(name, scheduled),
+            scheduled=scheduled,
+            **{k: v for k, v in options.items() if v is not None},
+        )
+    job_ids = await worker.queue.schedule(lock)
+    if job_ids:
+        logger.debug("scheduled %s", job_ids)
+
+
+def install(worker: Worker[Any]) -> None:
+    """Make ``worker`` schedule its cron jobs once per tick (before it starts)."""
+
+    async def schedule(lock: int = 1) -> None:
+        await schedule_each_tick(worker, lock)
+
+    worker.schedule = schedule  # type: ignore[method-assign]
