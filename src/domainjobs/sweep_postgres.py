@@ -71,6 +71,8 @@ class SweepSafePostgresQueue(PostgresQueue):
         self.dequeuer_id = f"dequeuer-{uuid.uuid4().hex}"
         self._held: set[str] = set()
         self._renewer: asyncio.Task[None] | None = None
+        #: How many sweeps this queue object ran (holding the sweep lock).
+        self.sweeps_run = 0
 
     async def init_db(self) -> None:
         """SAQ's tables, plus the lease table."""
@@ -158,6 +160,7 @@ class SweepSafePostgresQueue(PostgresQueue):
         """SAQ's sweep (expired rows, stuck jobs), plus: put back dead workers' jobs at once."""
         if not await self._sweep_lock():
             return []
+        self.sweeps_run += 1
         async with self.pool.connection() as conn, conn.cursor() as cursor:
             await cursor.execute(
                 SQL(

@@ -143,6 +143,8 @@ class SweepSafeRedisQueue(RedisQueue):
         self._held: set[str] = set()
         self._renewer: asyncio.Task[None] | None = None
         self._scripts: dict[str, AsyncScript] = {}
+        #: How many sweeps this queue object ran (holding the sweep lock).
+        self.sweeps_run = 0
 
     def _script(self, source: str) -> AsyncScript:
         script = self._scripts.get(source)
@@ -215,6 +217,7 @@ class SweepSafeRedisQueue(RedisQueue):
         )
         if not snapshot:
             return []
+        self.sweeps_run += 1
         now_ms, ids, payloads, lease_flat, seen_flat = snapshot
         leases = {k.decode(): int(v) for k, v in _pairs(lease_flat).items()}
         seen = _pairs(seen_flat)
