@@ -26,7 +26,14 @@ from domainjobs.registry import (
     Registry,
     TaskSpec,
 )
-from domainjobs.selection import Fallback, Found, context_problem, line_of, select
+from domainjobs.selection import (
+    Fallback,
+    Found,
+    context_problem,
+    line_of,
+    package_owner,
+    select,
+)
 
 DEFAULT_ROOTS = ("app.domain",)
 
@@ -51,6 +58,18 @@ class _PendingCron:
     domain: Domain
 
 
+@dataclass(frozen=True)
+class _OtherPackages:
+    """The packages of every domain but ``own``: a container answering in constant time
+    (a per-domain tuple of the others made discovery quadratic in the number of domains)."""
+
+    domain_of: dict[str, str]  # package -> domain name
+    own: str
+
+    def __contains__(self, package: object) -> bool:
+        return isinstance(package, str) and self.domain_of.get(package, self.own) != self.own
+
+
 @dataclass
 class _Builder:
     """Accumulates what discovery finds, and every problem, across all domains."""
@@ -64,6 +83,8 @@ class _Builder:
     shutdown: list[HookSpec] = field(default_factory=list)
     pending_crons: list[_PendingCron] = field(default_factory=list)
     domain_packages: dict[str, str] = field(default_factory=dict)
+    package_domains: dict[str, str] = field(default_factory=dict)
+    hook_functions: set[tuple[str, int]] = field(default_factory=set)
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -121,7 +142,7 @@ class _Builder:
         return spec
 
     def add_hook(self, domain: Domain, function: Callable[..., Any], kind: str) -> None:
-        if any(h.function is function for h in getattr(self, kind)):
+        if (kind, id(function)) in self.hook_functions:
             return
         where = self.origin(domain, function)
         reason = context_problem(function, f"{kind} hook {function.__name__!r}")
@@ -130,6 +151,7 @@ class _Builder:
             return
         hook = HookSpec(kind, f"{domain.name}.{function.__name__}", function, domain.name, where)
         getattr(self, kind).append(hook)
+        self.hook_functions.add((kind, id(function)))
 
     def add_cron(
         self,
@@ -236,12 +258,8 @@ class _Builder:
     def foreign_owner(self, domain: Domain, module_name: str | None) -> str | None:
         if not module_name:
             return None
-        for name, package in self.domain_packages.items():
-            if name != domain.name and (
-                module_name == package or module_name.startswith(package + ".")
-            ):
-                return name
-        return None
+        package = package_owner(module_name, _OtherPackages(self.package_domains, domain.name))
+        return self.package_domains[package] if package is not None else None
 
 
 def _line_of_text(module: ModuleType, text: str) -> int | None:
@@ -288,7 +306,7 @@ def _load_domain(location: DomainLocation, builder: _Builder) -> None:
         defaults={} if errors else dict(defaults),
     )
     builder.domains.append(domain)
-    foreign = tuple(p for n, p in builder.domain_packages.items() if n != location.name)
+    foreign = _OtherPackages(builder.package_domains, location.name)
 
     if not hasattr(jobs, "__path__"):  # the single-module form: jobs.py holds every kind
         found = select(
@@ -336,6 +354,7 @@ def discover(
         problems=builder.problems,
     )
     builder.domain_packages = {loc.name: loc.package for loc in locations}
+    builder.package_domains = {loc.package: loc.name for loc in locations}
     for location in locations:
         _load_domain(location, builder)
     builder.resolve_crons()

@@ -24,6 +24,10 @@ def display_path(path: str | None) -> str | None:
     """Return ``path`` relative to the current directory when it lies below it."""
     if not path:
         return None
+    cwd = os.getcwd()
+    below = cwd if cwd.endswith(os.sep) else cwd + os.sep
+    if path.startswith(below) and os.path.normpath(path) == path:
+        return path[len(below) :]  # the usual case, without relpath's cost (bench/core.py)
     try:
         relative = os.path.relpath(path)
     except ValueError:  # another drive on Windows

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Literal
@@ -46,12 +46,25 @@ def _definition_order(item: Callable[..., Any]) -> tuple[str, int]:
     return (getattr(item, "__module__", "") or "", line_of(item) or 0)
 
 
+def package_owner(module_name: str, packages: Container[str]) -> str | None:
+    """The shortest of ``module_name`` and its parent packages that is in ``packages``.
+
+    One lookup per dotted part of the name, however many packages there are.
+    """
+    parts = module_name.split(".")
+    for end in range(1, len(parts) + 1):
+        candidate = ".".join(parts[:end])
+        if candidate in packages:
+            return candidate
+    return None
+
+
 def select(
     module: ModuleType,
     fallback: Fallback,
     *,
     domain: str,
-    foreign_packages: tuple[str, ...],
+    foreign_packages: Container[str],
     problems: list[Problem],
 ) -> Found:
     """Apply the selection rules to ``module``.
@@ -67,7 +80,7 @@ def select(
         if mark is None or id(value) in seen:
             continue
         owner = getattr(value, "__module__", "") or ""
-        if any(owner == p or owner.startswith(p + ".") for p in foreign_packages):
+        if package_owner(owner, foreign_packages) is not None:
             continue
         seen.add(id(value))
         found.marked.append((value, mark))
