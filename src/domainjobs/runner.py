@@ -130,6 +130,21 @@ def prepare(worker: Worker[Any], grace: float) -> None:
 
         worker.domainjobs_slots = slots  # type: ignore[attr-defined]
         worker.before_process = [track_slot, *(worker.before_process or [])]
+    if not getattr(worker, "domainjobs_prepared", False):
+        worker.domainjobs_prepared = True  # type: ignore[attr-defined]
+        upkeep = worker.upkeep
+
+        async def upkeep_until_stopped() -> list[asyncio.Task[None]]:
+            tasks = await upkeep()
+
+            async def end_upkeep() -> None:  # e.g. a burst worker that drained its queue
+                await worker.event.wait()
+                for task in tasks:
+                    task.cancel()
+
+            return [*tasks, asyncio.create_task(end_upkeep())]
+
+        worker.upkeep = upkeep_until_stopped  # type: ignore[method-assign]
     if not worker.burst and (not worker.dequeue_timeout or worker.dequeue_timeout > 5):
         worker.dequeue_timeout = IDLE_DEQUEUE_TIMEOUT
     backstop = int(grace + 2 * max(worker.dequeue_timeout, 1) + 5)
