@@ -103,6 +103,7 @@ def start_script_worker(
     sweep: float,
     queue_kwargs: str = "{}",
     plain: bool = False,
+    burst: bool = False,
 ) -> subprocess.Popen[bytes]:
     """``tests/sweep_worker.py``: a worker with a short sweep period (or a plain SAQ one)."""
     args = [
@@ -117,6 +118,8 @@ def start_script_worker(
     ]
     if plain:
         args.append("--plain")
+    if burst:
+        args.append("--burst")
     log = _log_file()
     proc = subprocess.Popen(
         args,

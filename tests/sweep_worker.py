@@ -1,9 +1,10 @@
 """A worker process for the sweep-race tests and bench/lost_jobs.py.
 
-    python -m tests.sweep_worker URL ROOTS APP_DIR SWEEP_PERIOD QUEUE_KWARGS_JSON [--plain]
+    python -m tests.sweep_worker URL ROOTS APP_DIR SWEEP_PERIOD QUEUE_KWARGS_JSON [--plain] [--burst]
 
 Builds the ``default`` queue's worker with ``domainjobs.build_worker`` and a sweep every
-SWEEP_PERIOD seconds, runs it until SIGTERM, then adds the number of sweeps it ran to
+SWEEP_PERIOD seconds, runs it until SIGTERM (or, with ``--burst``, until the queue is
+drained), then adds the number of sweeps it ran to
 ``sweeps`` in the counter Redis (``SWEEP_COUNTER_URL``). With ``--plain`` the queue is
 plain SAQ's ``RedisQueue`` (the control group).
 """
@@ -33,7 +34,7 @@ async def main(argv: list[str]) -> int:
     else:
         queue = queue_from_url(url, "default", **json.loads(queue_kwargs))
         sweep = float(period)
-    worker = build_worker(registry, queue=queue, timers={"sweep": sweep})
+    worker = build_worker(registry, queue=queue, timers={"sweep": sweep}, burst="--burst" in argv)
     sweeps = 0
     original = queue.sweep
 
