@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 from pathlib import Path
 
 import pytest
@@ -379,3 +380,39 @@ def test_missing_server_binary_is_one_clear_sentence(tmp_path):
         throwaway_server(str(tmp_path / "no-such-server")),
     ):
         pass
+
+
+# -- the pytest fixtures, used by this very module (importing domainjobs.testing opted in) --
+
+
+@pytest.fixture
+def domainjobs_registry(chain) -> Registry:
+    """Overrides the plugin's registry: these tests use the chain domain."""
+    return chain
+
+
+@pytest.fixture(scope="session")
+def domainjobs_broker_url(redis_base_url) -> str:
+    """Overrides the plugin's broker: the suite's own server."""
+    return redis_base_url
+
+
+async def test_fixtures_drain_and_record(jobs, drain, enqueued, domainjobs_url):
+    assert os.environ["DOMAINJOBS_URL"] == domainjobs_url
+    await jobs.enqueue("chain.first", n=10)
+    log = await drain()
+    assert log.results("chain.third") == ["third 12"]
+    await enqueued.assert_enqueued("chain.second", {"n": 11}, times=1)
+    assert (await enqueued("chain.first")).tasks() == ["chain.first"]
+
+
+async def test_run_task_fixture_has_the_test_broker(run_task, domainjobs_url):
+    assert await run_task("chain.first", n=1) == "first 1"  # its startup hook opened Jobs
+    queued = redis.Redis.from_url(domainjobs_url).llen("saq:other:queued")
+    assert queued == 1  # the job it enqueued is on the test broker
+
+
+@pytest.mark.domainjobs(workers=False, concurrency=2)
+async def test_marker_configures_the_workers(jobs_harness):
+    assert not jobs_harness.workers_running
+    assert jobs_harness.concurrency == 2
