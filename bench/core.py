@@ -167,6 +167,16 @@ async def _fill(url: str, function: str, count: int) -> None:
     await queue.disconnect()
 
 
+#: the variants measured, in the order of the first round (later rounds rotate it)
+KINDS_TP = ("saq", "build_worker", "run_workers")
+
+KIND_HELP = {
+    "saq": "a hand-written saq.Worker(Queue.from_url(url), functions=[noop])",
+    "build_worker": "domainjobs.build_worker(registry, url=url), started with worker.start()",
+    "run_workers": "the same worker run by domainjobs.run_workers (what `run` does)",
+}
+
+
 async def _timed_run(kind: str, url: str, jobs: int, concurrency: int) -> dict[str, float]:
     """One round: fill the queue, run one worker until 95% of the jobs are done."""
     from saq import Queue, Worker
@@ -175,32 +185,39 @@ async def _timed_run(kind: str, url: str, jobs: int, concurrency: int) -> dict[s
 
     probe = importlib.import_module("djbench_tp.probe")
     tasks = importlib.import_module("djbench_tp.domain.bench.jobs.tasks")
-    await _fill(url, "bench.noop" if kind == "domainjobs" else "noop", jobs)
+    await _fill(url, "noop" if kind == "saq" else "bench.noop", jobs)
     # plain SAQ loses ~2 jobs to the first sweep of a worker (DESIGN §7): stop at 95%
     target = int(jobs * 0.95)
     done = asyncio.Event()
     probe.reset(target, done)
-    if kind == "domainjobs":
+    if kind == "saq":
+        worker = Worker(
+            Queue.from_url(url, name="default"), functions=[tasks.noop], concurrency=concurrency
+        )
+    else:
         registry = domainjobs.discover("djbench_tp.domain", entry_points=False)
         worker = domainjobs.build_worker(
             registry, queue="default", url=url, concurrency=concurrency
         )
-    else:
-        worker = Worker(
-            Queue.from_url(url, name="default"), functions=[tasks.noop], concurrency=concurrency
-        )
-    await worker.queue.connect()
     worker.SIGNALS = []
-    started = time.perf_counter()
-    runner = asyncio.create_task(worker.start())
+    runner: asyncio.Task[Any]
+    if kind == "run_workers":
+        started = time.perf_counter()
+        runner = asyncio.create_task(domainjobs.run_workers([worker], handle_signals=False))
+    else:
+        await worker.queue.connect()
+        started = time.perf_counter()
+        runner = asyncio.create_task(worker.start())
     try:
         await asyncio.wait_for(done.wait(), timeout=120)
     finally:
         await worker.stop()
-        runner.cancel()
+        if kind != "run_workers":
+            runner.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await runner
-        await worker.queue.disconnect()
+            await asyncio.wait_for(runner, timeout=60)
+        if kind != "run_workers":
+            await worker.queue.disconnect()
     times = probe.times
     low, high = len(times) // 10, (len(times) * 9) // 10
     return {
@@ -210,41 +227,43 @@ async def _timed_run(kind: str, url: str, jobs: int, concurrency: int) -> dict[s
 
 
 def throughput(url: str, jobs: int, rounds: int, concurrency: int) -> dict[str, Any]:
-    """Interleave plain SAQ and domainjobs rounds; return per-round rates and medians."""
+    """Interleave the variants round by round; return per-round rates, medians, ratios."""
     import logging
 
     # stopping a worker cancels its idle dequeues, which saq reports as a warning
     logging.getLogger("saq").setLevel(logging.ERROR)
+    logging.getLogger("domainjobs").setLevel(logging.WARNING)
     base = Path(tempfile.mkdtemp(prefix="dj-bench-tp-"))
     make_throughput_app(base)
     sys.path.insert(0, str(base))
-    rates: dict[str, list[dict[str, float]]] = {"saq": [], "domainjobs": []}
+    rates: dict[str, list[dict[str, float]]] = {kind: [] for kind in KINDS_TP}
     try:
-        asyncio.run(_timed_run("saq", url, min(jobs, 1000), concurrency))  # warm-up
+        for kind in KINDS_TP:  # warm-up: imports, connections, the server's allocator
+            asyncio.run(_timed_run(kind, url, min(jobs, 1000), concurrency))
         for index in range(rounds):
-            order = ("saq", "domainjobs") if index % 2 == 0 else ("domainjobs", "saq")
+            shift = index % len(KINDS_TP)
+            order = KINDS_TP[shift:] + KINDS_TP[:shift]
             for kind in order:
                 rates[kind].append(asyncio.run(_timed_run(kind, url, jobs, concurrency)))
-            print(
-                f"  round {index + 1}/{rounds}: saq {rates['saq'][-1]['steady']:8.0f} jobs/s"
-                f"   domainjobs {rates['domainjobs'][-1]['steady']:8.0f} jobs/s",
-                flush=True,
-            )
+            line = "   ".join(f"{k} {rates[k][-1]['steady']:6.0f}" for k in KINDS_TP)
+            print(f"  round {index + 1}/{rounds} (jobs/s): {line}", flush=True)
     finally:
         sys.path.remove(str(base))
         shutil.rmtree(base, ignore_errors=True)
     result: dict[str, Any] = {"jobs": jobs, "rounds": rounds, "concurrency": concurrency}
     for measure in ("steady", "total"):
-        saq = statistics.median(r[measure] for r in rates["saq"])
-        ours = statistics.median(r[measure] for r in rates["domainjobs"])
-        both = zip(rates["saq"], rates["domainjobs"], strict=True)
-        pairs = [d[measure] / s[measure] for s, d in both]
-        result[measure] = {
-            "saq": saq,
-            "domainjobs": ours,
-            "ratio_of_medians": ours / saq,
-            "median_pair_ratio": statistics.median(pairs),
-        }
+        plain = statistics.median(r[measure] for r in rates["saq"])
+        row: dict[str, Any] = {"saq": plain}
+        for kind in KINDS_TP[1:]:
+            ours = statistics.median(r[measure] for r in rates[kind])
+            pairs = [
+                d[measure] / s[measure] for s, d in zip(rates["saq"], rates[kind], strict=True)
+            ]
+            row[kind] = ours
+            row[f"{kind}_ratio_of_medians"] = ours / plain
+            row[f"{kind}_median_pair_ratio"] = statistics.median(pairs)
+        result[measure] = row
+    result["rates"] = rates
     return result
 
 
@@ -254,14 +273,22 @@ def print_throughput(result: dict[str, Any]) -> None:
         f"\nno-op task, {result['jobs']} jobs per round, concurrency {result['concurrency']}, "
         f"{result['rounds']} interleaved rounds, medians:"
     )
-    print(f"  {'measure':<8} {'saq jobs/s':>11} {'domainjobs':>11} {'ratio':>7} {'pairwise':>9}")
+    print(f"  {'variant':<13} {'measure':<7} {'jobs/s':>8} {'vs saq':>7} {'pairwise':>9}")
     for measure in ("steady", "total"):
         row = result[measure]
-        print(
-            f"  {measure:<8} {row['saq']:11.0f} {row['domainjobs']:11.0f} "
-            f"{row['ratio_of_medians']:7.3f} {row['median_pair_ratio']:9.3f}"
-        )
-    print("  (steady: 10%..90% of completions; total: worker start to 95% done; target >= 0.97)")
+        print(f"  {'saq':<13} {measure:<7} {row['saq']:8.0f} {1:7.3f} {1:9.3f}")
+        for kind in KINDS_TP[1:]:
+            print(
+                f"  {kind:<13} {measure:<7} {row[kind]:8.0f} "
+                f"{row[f'{kind}_ratio_of_medians']:7.3f} {row[f'{kind}_median_pair_ratio']:9.3f}"
+            )
+    for kind, text in KIND_HELP.items():
+        print(f"  {kind}: {text}")
+    print(
+        "  steady: 10%..90% of completions; total: worker start to 95% done; vs saq: ratio of\n"
+        "  the medians; pairwise: median of the per-round ratios (robust to load drifting\n"
+        "  between rounds). Target >= 0.97."
+    )
 
 
 # -- 2. discovery ------------------------------------------------------------------------------
