@@ -421,3 +421,27 @@ def test_postgres_sigkilled_workers_job_runs_again_within_the_documented_time(
     finally:
         stop([p for p in (first, second) if p is not None])
     assert run_counts(redis_url, [key]) == [2]
+
+
+async def test_a_stuck_job_of_a_live_worker_is_handled_as_saq_does(
+    redis_url: str, race_roots: str
+) -> None:
+    """Past its heartbeat, a job is aborted, stopped by its (live) worker, and retried."""
+    queue = queue_from_url(redis_url, "default")
+    await queue.connect()
+    worker = build_worker(discover(race_roots), queue=queue, timers={"sweep": 0.2})
+    task = asyncio.create_task(worker.start())
+    try:
+        job = await queue.enqueue("race.hang", seconds=60, heartbeat=1, retries=2, timeout=600)
+        assert job is not None
+        deadline = time.monotonic() + 20
+        while (stored := await queue.job(job.key)) is None or stored.status != "complete":
+            assert time.monotonic() < deadline, stored
+            await asyncio.sleep(0.05)
+        assert stored.attempts == 2
+        assert LOST_COUNT_KEY not in stored.meta  # its worker was alive: not a lost job
+    finally:
+        await worker.stop()
+        task.cancel()
+        await queue.disconnect()
+    assert run_counts(redis_url, [job.key]) == [2]
