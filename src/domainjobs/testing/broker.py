@@ -38,8 +38,10 @@ class BrokerUnavailableError(ConfigError):
 def find_server_binary() -> str | None:
     """The Redis-protocol server to start: the embedded extra's bundled binary if it is
     installed, else ``valkey-server`` or ``redis-server`` on PATH; None if there is none."""
-    from domainjobs.embedded import find_server_binary as find_embedded
-
+    try:
+        from domainjobs.embedded import find_server_binary as find_embedded
+    except ImportError:  # pragma: no cover - the embedded broker needs a POSIX system
+        return shutil.which("valkey-server") or shutil.which("redis-server")
     found = find_embedded()
     return str(found) if found is not None else None
 

@@ -27,7 +27,7 @@ from domainjobs.errors import DomainJobsError
 from domainjobs.facade import Jobs
 from domainjobs.hooks import HookRunner
 from domainjobs.registry import Registry
-from domainjobs.testing.broker import reset_broker, throwaway_broker
+from domainjobs.testing.broker import check_test_url, reset_broker, throwaway_broker
 from domainjobs.testing.context import HookError
 from domainjobs.testing.recorder import EnqueueRecorder, JobLog, queue_names
 from domainjobs.worker import RegistryOrRoots, build_workers, resolve_registry
@@ -145,6 +145,7 @@ class JobsHarness:
         try:
             if self.url is None:
                 self.url = self._broker.enter_context(throwaway_broker())
+            check_test_url(self.url)  # drain reads Redis structures
             if self.reset:
                 reset_broker(self.url)
             self._jobs = Jobs(self.registry, url=self.url)
