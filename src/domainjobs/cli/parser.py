@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from domainjobs.cli import broker, check, listing, run
+from domainjobs.cli import broker, check, enqueue, listing, run, status
 from domainjobs.cli.common import common_options
 
 #: Each command module has ``register(subparsers, common)``; add new commands here.
-COMMANDS = (run, listing, check, broker)
+COMMANDS = (run, listing, check, broker, enqueue, status)
 
 EPILOG = """\
 examples:

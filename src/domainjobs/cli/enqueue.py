@@ -1,0 +1,162 @@
+"""``domainjobs enqueue NAME``: enqueue one task with JSON keyword arguments; ``--wait``
+prints its result. Validated like ``Jobs.enqueue``: bad input exits 2 before the broker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+import redis.exceptions
+
+from domainjobs.binding import TaskArgumentsError, UnserializableArgumentsError
+from domainjobs.brokers import redact
+from domainjobs.cli.common import discover_from, load
+from domainjobs.config import resolve_url
+from domainjobs.errors import UnknownTaskError
+from domainjobs.facade import DuplicateKeyError, Jobs
+from domainjobs.handle import JobFailedError, JobTimeoutError
+from domainjobs.joboptions import JobOptionsError
+
+HELP = """\
+Enqueue one task by its public name, with keyword arguments as a JSON object. Prints the
+job's key; with --wait, waits for the job and prints its result as JSON. Exit 0 when done,
+1 when the job failed or the wait timed out, 2 for an unknown task or bad arguments
+(nothing is enqueued then).
+
+examples:
+  python -m domainjobs enqueue accounts.send_welcome_email --kwargs '{"user_id": 1}'
+  python -m domainjobs enqueue billing.charge --kwargs '{"invoice_id": 7}' --wait --timeout 30
+  python -m domainjobs enqueue billing.close_books --key books-2024-06-01 --delay 60
+"""
+
+#: What a broker that is down or unreachable raises (redis-py's errors are not OSErrors).
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    OSError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+VALIDATION_ERRORS = (
+    UnknownTaskError,
+    TaskArgumentsError,
+    UnserializableArgumentsError,
+    JobOptionsError,
+    DuplicateKeyError,
+)
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    """Add the ``enqueue`` command."""
+    parser = subparsers.add_parser(
+        "enqueue",
+        parents=[common],
+        help="enqueue one task (JSON kwargs); --wait prints its result",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("name", metavar="NAME", help="the task's public name (see `list`)")
+    parser.add_argument(
+        "--kwargs", default="{}", metavar="JSON", help="the task's keyword arguments, a JSON object"
+    )
+    parser.add_argument("--wait", action="store_true", help="wait for the job, print its result")
+    parser.add_argument(
+        "--timeout", type=float, metavar="S", help="with --wait: give up after S seconds (exit 1)"
+    )
+    options = parser.add_argument_group("job options (the task's defaults apply otherwise)")
+    options.add_argument("--key", help="job key: one queued job per key")
+    options.add_argument("--job-timeout", type=int, metavar="S", help="the job's own timeout")
+    options.add_argument("--retries", type=int, metavar="N", help="attempts before failing")
+    options.add_argument("--delay", type=float, metavar="S", help="run no sooner than S seconds")
+    parser.set_defaults(handler=handle)
+
+
+def parse_kwargs(text: str) -> dict[str, Any]:
+    """The ``--kwargs`` JSON object, or a ``TaskArgumentsError`` saying what is wrong."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TaskArgumentsError(
+            f"--kwargs is not valid JSON ({exc}); example: --kwargs '{{\"user_id\": 1}}'"
+        ) from None
+    if not isinstance(value, dict):
+        raise TaskArgumentsError(
+            f"--kwargs must be a JSON object of keyword arguments, got {type(value).__name__}; "
+            "example: --kwargs '{\"user_id\": 1}'"
+        )
+    return value
+
+
+def _print_json(value: Any) -> None:
+    try:
+        print(json.dumps(value))
+    except (TypeError, ValueError):
+        print(json.dumps(repr(value)))
+
+
+async def _enqueue(args: argparse.Namespace, jobs: Jobs, kwargs: dict[str, Any]) -> int:
+    view = jobs.with_options(
+        key=args.key,
+        timeout=args.job_timeout,
+        retries=args.retries,
+        delay=args.delay,
+        wait_timeout=args.timeout,
+    )
+    if not args.wait:
+        handle = await view.enqueue(args.name, **kwargs)
+        state = "enqueued" if handle.created else "already queued (same key)"
+        print(f"{args.name} {state} on queue {handle.queue!r}: key {handle.key}", file=sys.stderr)
+        print(handle.key)
+        return 0
+    result = await view.apply(args.name, **kwargs)
+    _print_json(result)
+    return 0
+
+
+def _usage_error(exc: BaseException) -> int:
+    text = str(exc).replace(
+        "go in jobs.with_options(...)", "are flags: --key, --job-timeout, --retries, --delay"
+    )
+    print(f"error: {text}", file=sys.stderr)
+    return 2
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Validate, enqueue, optionally wait; the exit status says how it went."""
+    settings = load(args)
+    registry = discover_from(settings)
+    try:
+        kwargs = parse_kwargs(args.kwargs)
+        registry.task(args.name)
+    except VALIDATION_ERRORS as exc:
+        return _usage_error(exc)
+    url = resolve_url(None, settings)
+
+    async def main() -> int:
+        async with Jobs(registry, url=url) as jobs:
+            return await _enqueue(args, jobs, kwargs)
+
+    try:
+        return asyncio.run(main())
+    except VALIDATION_ERRORS as exc:
+        return _usage_error(exc)
+    except JobTimeoutError:
+        print(
+            f"error: {args.name} did not finish within {args.timeout:g}s (the job goes on; "
+            "see `python -m domainjobs status`)",
+            file=sys.stderr,
+        )
+        return 1
+    except JobFailedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except BROKER_ERRORS as exc:
+        print(
+            f"error: broker {redact(url)} is unreachable ({exc}); start it or fix --url "
+            "(DOMAINJOBS_URL)",
+            file=sys.stderr,
+        )
+        return 1
