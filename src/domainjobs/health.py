@@ -50,6 +50,29 @@ async def check(url: str, names: Sequence[str]) -> list[QueueHealth]:
             await queue.disconnect()
 
 
+def run_check(url: str, names: Sequence[str]) -> int:
+    """``status --check``: print one line and return the exit status (0 healthy, 1 not)."""
+    import asyncio
+    import sys
+
+    from domainjobs.brokers import redact
+
+    try:
+        report = asyncio.run(check(url, names))
+    except (OSError, ConnectionError, TimeoutError, asyncio.TimeoutError) as exc:
+        print(f"unhealthy: broker {redact(url)} is unreachable ({exc})", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a broker client's own error types (redis, psycopg)
+        print(
+            f"unhealthy: broker {redact(url)} failed ({type(exc).__name__}: {exc})", file=sys.stderr
+        )
+        return 1
+    line = summary(report)
+    healthy = all(h.ok for h in report)
+    print(line, file=sys.stdout if healthy else sys.stderr)
+    return 0 if healthy else 1
+
+
 def summary(report: Sequence[QueueHealth]) -> str:
     """One line: ``ok: default (2 workers), billing (1 worker)`` or what is missing."""
     dead = [h.queue for h in report if not h.ok]

@@ -49,6 +49,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "-q", "--queue", dest="queues", action="append", help="only this queue (repeatable)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON to stdout")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 only if a live worker serves every selected queue (liveness probes)",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -114,6 +119,10 @@ def handle(args: argparse.Namespace) -> int:
     registry = discover_from(settings)
     queues = pick_queues(registry, args.queues)
     url = resolve_url(None, settings)
+    if args.check:  # issue 6: cheap enough for a container probe (no job scan)
+        from domainjobs.health import run_check
+
+        return run_check(url, queues)
     try:
         statuses = asyncio.run(collect(registry, url, queues))
     except BROKER_ERRORS as exc:
