@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import signal
 import threading
 import time
 import urllib.error
@@ -253,3 +254,34 @@ def test_chromium_shows_every_queue_and_an_enqueued_job(web_app, redis_url, brow
         wait_for(lambda: "Attempts" in page_text(browser), timeout=20, what="the job's page")
         assert key in page_text(browser) and "mail.send" in page_text(browser)
         browser.save_screenshot(str(tmp_path / "job.png"))
+
+
+def api_workers(port: int) -> dict[str, int]:
+    status, body = get(f"http://127.0.0.1:{port}/api/queues")
+    assert status == 200
+    return {q["name"]: len(q["workers"]) for q in json.loads(body)["queues"]}
+
+
+def test_web_beside_a_supervisor_sees_every_worker_process(web_app, redis_url):
+    port = free_port()
+    run = Running(["--web", "--port", str(port), "--processes", "2"], web_app, redis_url)
+    with run:
+        run.wait_log("web UI on http://")
+        wait_for(
+            lambda: api_workers(port) == {"default": 2, "mail": 2},
+            timeout=30,
+            what="two live workers per queue",
+        )
+        run.signal(signal.SIGTERM)
+        assert run.wait() == 0, run.log
+
+
+def test_web_only_serves_the_ui_without_workers(web_app, redis_url):
+    port = free_port()
+    with Running(["--web-only", "--port", str(port)], web_app, redis_url) as run:
+        run.wait_log("web UI on http://")
+        wait_for(lambda: get(f"http://127.0.0.1:{port}/health")[0] == 200, what="UI up")
+        assert api_workers(port) == {"default": 0, "mail": 0}
+        assert "serving queue(s)" not in run.log
+        run.signal(signal.SIGINT)
+        assert run.wait() == 0, run.log

@@ -18,7 +18,7 @@ from domainjobs.config import ENV_PREFIX, FIELDS, Settings, resolve_url
 from domainjobs.errors import ConfigError, did_you_mean
 from domainjobs.logs import LOG_FORMATS, JobLogger, setup_logging
 from domainjobs.registry import Registry
-from domainjobs.runner import DEFAULT_GRACE, run_workers
+from domainjobs.runner import DEFAULT_GRACE, STOP_SIGNALS, run_workers
 from domainjobs.timezones import cron_timezone
 from domainjobs.worker import WORKER_DEFAULTS, build_workers
 
@@ -128,6 +128,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     group.add_argument("--host", default="127.0.0.1", help="web UI address (default 127.0.0.1)")
     group.add_argument("--port", type=positive_int, default=8080, help="web UI port (default 8080)")
     group.add_argument(
+        "--web-only", action="store_true", help="serve the web UI and run no workers"
+    )
+    group.add_argument(
         "--web-insecure",
         action="store_true",
         help="allow serving the UI beyond localhost without DOMAINJOBS_WEB_PASSWORD",
@@ -160,6 +163,9 @@ def handle(args: argparse.Namespace) -> int:
                 f"queues: {', '.join(registry.queues) or '-'}"
             )
     url = resolve_url(None, settings)
+    if args.web_only:
+        args.web = True
+        return loops.run(with_web(args, registry, url, until_signal()), args.loop)
     supervised = args.processes > 1 or args.max_jobs is not None or args.reload
     if args.supervised_by is None and supervised:
         main: Coroutine[Any, Any, int] = supervise(args, settings, registry, url)
@@ -198,6 +204,21 @@ async def with_web(
     finally:
         stop.set()
         await server
+
+
+async def until_signal() -> int:
+    """Wait for SIGINT/SIGTERM (``--web-only``); exit status 0."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+    logger.info("web UI stopped")
+    return 0
 
 
 async def work(
