@@ -76,8 +76,9 @@ class Binder:
         they do not bind (positional values are mapped to their parameter names)."""
         if self.problem is not None:
             raise TaskArgumentsError(self.problem)
-        bound = dict(kwargs)
+        bound = kwargs if type(kwargs) is dict else dict(kwargs)
         if args:
+            bound = dict(bound)
             if len(args) > len(self.positional):
                 raise TaskArgumentsError(
                     f"task {self.task!r} takes at most {len(self.positional)} positional "
@@ -114,6 +115,15 @@ def dump_function(queue: object) -> Callable[[Any], Any]:
     """The serializer a SAQ queue encodes jobs with (``json.dumps`` unless configured)."""
     dump = getattr(queue, "_dump", None)
     return dump if callable(dump) else json.dumps
+
+
+#: Values every serializer encodes: checking them would cost more than it could catch.
+PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
+def plain_values(kwargs: Mapping[str, Any]) -> bool:
+    """True when every argument is a str, int, float, bool or None (no check needed)."""
+    return PLAIN_TYPES.issuperset(map(type, kwargs.values()))
 
 
 def check_serializable(task: str, kwargs: Mapping[str, Any], dump: Callable[[Any], Any]) -> None:

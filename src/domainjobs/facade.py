@@ -24,7 +24,13 @@ from saq.job import Job, Status
 from saq.queue import Queue
 from typing_extensions import Self
 
-from domainjobs.binding import Binder, TaskArgumentsError, check_serializable, dump_function
+from domainjobs.binding import (
+    Binder,
+    TaskArgumentsError,
+    check_serializable,
+    dump_function,
+    plain_values,
+)
 from domainjobs.errors import DomainJobsError
 from domainjobs.handle import JobFailedError, JobHandle, JobTimeoutError
 from domainjobs.joboptions import NO_OPTIONS, JobOptions
@@ -258,8 +264,8 @@ class Jobs:
     async def _submit(
         self, spec: TaskSpec, bound: dict[str, Any], watch: bool, checked: bool = False
     ) -> tuple[JobHandle[Any], asyncio.Future[str] | None, CompletionListener | None]:
-        queue = await self.queue(spec.queue)
-        if not checked:
+        queue = self._state.queues.get(spec.queue) or await self.queue(spec.queue)
+        if not checked and not plain_values(bound):
             check_serializable(spec.name, bound, self._state.dumps[queue.name])
         fields = self._job_fields(spec)
         listener = await self._listener(queue) if watch else None
