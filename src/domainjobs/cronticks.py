@@ -25,19 +25,39 @@ def tick_key(name: str, scheduled: int) -> str:
     return f"cron:{name}:{scheduled}"
 
 
+def upcoming_ticks(cron: str, start: datetime, horizon: float) -> list[int]:
+    """The next tick after ``start``, and any other within ``horizon`` seconds of it."""
+    ticks = croniter(cron, start)
+    first = int(ticks.get_next())
+    found = [first]
+    limit = start.timestamp() + horizon
+    while len(found) < 10:
+        following = int(ticks.get_next())
+        if following > limit:
+            break
+        found.append(following)
+    return found
+
+
 async def schedule_each_tick(worker: Worker[Any], lock: int = 1) -> None:
-    """``Worker.schedule`` with one job key per tick (see the module docstring)."""
+    """``Worker.schedule`` with one job key per tick (see the module docstring).
+
+    Ticks up to two scheduler periods ahead are offered too, so a slow or late scheduler
+    loop never lets a frequent cron skip a tick.
+    """
+    horizon = 2 * float(worker.timers["schedule"])
     for cron_job in worker.cron_jobs:
         options = dict(cron_job.__dict__)
         name = options.pop("function").__qualname__
         options.pop("unique", None)
-        scheduled = int(croniter(options.pop("cron"), datetime.now(worker.cron_tz)).get_next())
-        await worker.queue.enqueue(
-            name,
-            key=tick_key(name, scheduled),
-            scheduled=scheduled,
-            **{k: v for k, v in options.items() if v is not None},
-        )
+        cron = options.pop("cron")
+        for scheduled in upcoming_ticks(cron, datetime.now(worker.cron_tz), horizon):
+            await worker.queue.enqueue(
+                name,
+                key=tick_key(name, scheduled),
+                scheduled=scheduled,
+                **{k: v for k, v in options.items() if v is not None},
+            )
     job_ids = await worker.queue.schedule(lock)
     if job_ids:
         logger.debug("scheduled %s", job_ids)
