@@ -127,6 +127,10 @@ async def third(ctx, n: int) -> str:
 async def fails(ctx, why: str) -> None:
     raise ValueError(why)
 
+@task(retries=3)
+async def flaky(ctx) -> None:
+    raise RuntimeError(f"attempt {ctx['job'].attempts}")
+
 @task(queue="other", timeout=30)
 async def slow(ctx, seconds: float) -> str:
     import asyncio
@@ -269,6 +273,15 @@ async def test_drain_reports_failed_jobs_readably_once(chain, redis_url):
         assert log.result("chain.third") == "third 1"
         with pytest.raises(AssertionError, match="to be complete, but it is failed"):
             log.result("chain.fails")
+
+
+async def test_drain_waits_for_every_retry(chain, redis_url):
+    async with JobsHarness(chain, url=redis_url) as harness:
+        await harness.jobs.enqueue("chain.flaky")
+        with pytest.raises(
+            JobsFailedError, match=r"failed after 3 attempt\(s\) - RuntimeError: attempt 3"
+        ):
+            await harness.drain()
 
 
 async def test_drain_times_out_listing_pending_jobs(chain, redis_url):
