@@ -10,6 +10,7 @@ from types import ModuleType
 
 import pytest
 import redis
+import redis.asyncio
 
 from domainjobs import (
     DuplicateKeyError,
@@ -302,3 +303,35 @@ async def test_roots_are_discovered_and_queues_connected_lazily(calc, redis_url)
         await jobs.enqueue("mail.send", to="x")
         assert set(jobs._state.queues) == {"mail"}
     assert jobs._state.queues == {}
+
+
+async def test_a_lost_notification_connection_costs_seconds_not_a_hang(calc, redis_url):
+    registry, tasks = calc
+    async with Jobs(registry, url=redis_url) as jobs, in_process_workers(registry, url=redis_url):
+        waiting = asyncio.ensure_future(
+            jobs.with_options(wait_timeout=15).apply(tasks.sleepy, seconds=0.5)
+        )
+        while not any(listener.running for listener in jobs._state.listeners.values()):
+            await asyncio.sleep(0.01)  # until subscribed
+        client = redis.asyncio.Redis.from_url(redis_url)
+        killed = await client.client_kill_filter(_type="pubsub")
+        await client.aclose()
+        assert killed >= 1
+        started = time.monotonic()
+        assert await waiting == "slept"
+        assert time.monotonic() - started < 8
+        assert await jobs.apply(tasks.add, a=1) == 1  # subscribed again
+
+
+async def test_scheduled_at_a_datetime(calc, redis_url):
+    from datetime import datetime, timedelta, timezone
+
+    registry, tasks = calc
+    when = datetime.now(timezone.utc) + timedelta(hours=1)
+    async with Jobs(registry, url=redis_url) as jobs:
+        handle = await jobs.with_options(scheduled=when).enqueue(tasks.noop)
+        assert handle.job.scheduled == int(when.timestamp())
+        (default,) = await jobs.status(["default"])
+        assert (default.queued, default.scheduled) == (0, 1)
+    with pytest.raises(JobOptionsError, match="timezone-aware"):
+        jobs.with_options(scheduled=datetime.now())

@@ -76,9 +76,9 @@ class JobOptions:
             for f in dataclasses.fields(other)
             if (v := getattr(other, f.name)) is not None
         }
-        if "scheduled" in changes:
+        if "scheduled" in changes:  # the later of the two ways to say "when" wins
             changes["delay"] = None
-        if "delay" in changes:
+        elif "delay" in changes:
             changes["scheduled"] = None
         return dataclasses.replace(self, **changes)
 
