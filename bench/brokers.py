@@ -115,9 +115,10 @@ async def clear(url: str) -> None:
 
 async def one_round(kind: str, url: str, jobs: int, concurrency: int) -> float:
     """Fill the queue with ``jobs`` no-op jobs, run one worker, return jobs/s to 95 %."""
+    from saq import Worker
+
     import domainjobs
     from domainjobs.brokers import queue_from_url
-    from saq import Worker
 
     probe = importlib.import_module("djbench_brokers.probe")
     tasks = importlib.import_module("djbench_brokers.domain.bench.jobs.tasks")
