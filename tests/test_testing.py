@@ -330,7 +330,7 @@ async def test_enqueue_assertion_failures_list_what_the_broker_holds(chain, redi
 
 async def test_scheduled_jobs_wait_for_scheduled_true(chain, redis_url):
     async with JobsHarness(chain, url=redis_url) as harness:
-        await harness.jobs.with_options(delay=1).enqueue("chain.third", n=5)
+        await harness.jobs.with_options(delay=2.5).enqueue("chain.third", n=5)  # due in 1.5-2.5 s
         log = await harness.drain()
         assert [job.status for job in log] == ["queued"]
         log = await harness.drain(scheduled=True, timeout=15)
