@@ -110,49 +110,57 @@ def stop_taking_jobs(worker: Worker[Any]) -> None:
             task.cancel()
 
 
+def track_slots(worker: Worker[Any]) -> None:
+    """Remember which slot task runs which job (see :func:`running_job_slots`)."""
+    if hasattr(worker, "domainjobs_slots"):
+        return
+    slots: dict[Any, asyncio.Task[Any]] = {}
+
+    async def track_slot(ctx: Any) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            job = ctx["job"]
+            slots[job] = task
+            task.add_done_callback(lambda done: slots.pop(job) if slots.get(job) is done else None)
+
+    worker.domainjobs_slots = slots  # type: ignore[attr-defined]
+    worker.before_process = [track_slot, *(worker.before_process or [])]
+
+
+def end_upkeep_with_worker(worker: Worker[Any]) -> None:
+    """Cancel the upkeep loops as soon as the worker stops (SAQ waits for their sleeps,
+    up to 10 s, e.g. after a burst worker drained its queue)."""
+    if getattr(worker, "domainjobs_upkeep_ends", False):
+        return
+    worker.domainjobs_upkeep_ends = True  # type: ignore[attr-defined]
+    upkeep = worker.upkeep
+
+    async def upkeep_until_stopped() -> list[asyncio.Task[None]]:
+        tasks = await upkeep()
+
+        async def end_upkeep() -> None:
+            await worker.event.wait()
+            for task in tasks:
+                task.cancel()
+
+        return [*tasks, asyncio.create_task(end_upkeep())]
+
+    worker.upkeep = upkeep_until_stopped  # type: ignore[method-assign]
+
+
 def prepare(worker: Worker[Any], grace: float) -> None:
-    """Settings ``run_workers`` needs: its own signal handling, a bounded idle dequeue, and
-    a backstop on SAQ's own grace period (ours is enforced by :class:`Shutdown`)."""
+    """What ``run_workers`` needs of a worker: its own signal handling, once-per-tick crons,
+    slot tracking, upkeep that ends with the worker, a bounded idle dequeue, and a backstop
+    on SAQ's own grace period (ours is enforced by :class:`Shutdown`)."""
     worker.SIGNALS = []
     if worker.cron_jobs:
         cronticks.install(worker)
-    if not hasattr(worker, "domainjobs_slots"):
-        slots: dict[Any, asyncio.Task[Any]] = {}
-
-        async def track_slot(ctx: Any) -> None:
-            task = asyncio.current_task()
-            if task is not None:
-                job = ctx["job"]
-                slots[job] = task
-                task.add_done_callback(
-                    lambda done: slots.pop(job) if slots.get(job) is done else None
-                )
-
-        worker.domainjobs_slots = slots  # type: ignore[attr-defined]
-        worker.before_process = [track_slot, *(worker.before_process or [])]
-    if not getattr(worker, "domainjobs_prepared", False):
-        worker.domainjobs_prepared = True  # type: ignore[attr-defined]
-        upkeep = worker.upkeep
-
-        async def upkeep_until_stopped() -> list[asyncio.Task[None]]:
-            tasks = await upkeep()
-
-            async def end_upkeep() -> None:  # e.g. a burst worker that drained its queue
-                await worker.event.wait()
-                for task in tasks:
-                    task.cancel()
-
-            return [*tasks, asyncio.create_task(end_upkeep())]
-
-        worker.upkeep = upkeep_until_stopped  # type: ignore[method-assign]
+    track_slots(worker)
+    end_upkeep_with_worker(worker)
     if not worker.burst and (not worker.dequeue_timeout or worker.dequeue_timeout > 5):
         worker.dequeue_timeout = IDLE_DEQUEUE_TIMEOUT
-    backstop = int(grace + 2 * max(worker.dequeue_timeout, 1) + 5)
-    worker._shutdown_grace_period_s = backstop
-    worker._cancellation_hard_deadline_s = max(
-        worker._cancellation_hard_deadline_s,
-        3.0,
-    )
+    worker._shutdown_grace_period_s = int(grace + 2 * max(worker.dequeue_timeout, 1) + 5)
+    worker._cancellation_hard_deadline_s = max(worker._cancellation_hard_deadline_s, 3.0)
 
 
 def jobs_done(workers: Sequence[Worker[Any]]) -> int:
