@@ -27,6 +27,7 @@ from domainjobs.errors import DomainJobsError
 from domainjobs.facade import Jobs
 from domainjobs.hooks import HookRunner
 from domainjobs.registry import Registry
+from domainjobs.runner import stop_taking_jobs
 from domainjobs.testing.broker import check_test_url, reset_broker, throwaway_broker
 from domainjobs.testing.context import HookError
 from domainjobs.testing.recorder import EnqueueRecorder, JobLog, queue_names
@@ -75,14 +76,6 @@ class _ErrorLog(logging.Handler):
             exc = record.exc_info[1]
             text += f": {type(exc).__name__}: {exc}"
         self.messages.append(text)
-
-
-def _stop_taking_jobs(worker: Worker[Any]) -> None:
-    """Let ``worker`` wind down: no new slots, upkeep loops stopped, running jobs kept."""
-    worker.event.set()
-    for task in list(worker.tasks):
-        if task.get_name() != "process":
-            task.cancel()
 
 
 class JobsHarness:
@@ -246,7 +239,7 @@ class JobsHarness:
         workers, self._workers = self._workers, []
         try:
             for worker in workers:
-                _stop_taking_jobs(worker)
+                stop_taking_jobs(worker)
             status = await run
         finally:
             logging.getLogger("domainjobs").removeHandler(self._errors)
