@@ -312,3 +312,39 @@ def test_startup_time_is_small(project):
     ensure_broker(paths_for(project))
     attach = time.monotonic() - started
     assert first < 10 and attach < 1, (first, attach)
+
+
+async def test_a_running_worker_and_the_web_facade_meet_on_one_embedded_broker(
+    tmp_path, monkeypatch
+):
+    from domainjobs.facade import Jobs
+
+    package = f"webproj_{os.getpid()}"
+    folder = write_project(tmp_path / "web", package=package)
+    monkeypatch.delenv("DOMAINJOBS_URL", raising=False)
+    monkeypatch.setenv("DJ_STAMPS", str(tmp_path / "stamps"))
+    monkeypatch.chdir(folder)
+    monkeypatch.syspath_prepend(str(folder))
+    log = tmp_path / "run.log"
+    env = {k: v for k, v in os.environ.items() if k != "DOMAINJOBS_URL"}
+    with log.open("w") as out:  # the worker starts first, so it starts the broker
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "domainjobs", "run"], cwd=folder, env=env,
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: "serving queue(s)" in log.read_text(), what="the worker to start")
+        assert "using the embedded broker (started" in log.read_text()
+        async with Jobs(f"{package}.domain") as jobs:  # the "web process" attaches
+            assert await jobs.apply("clock.stamp", n=11) == 11
+        assert stamps(tmp_path) == [11]
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.wait, 60) == 0, log.read_text()
+        assert server_alive(paths_for(folder)), "the broker outlives the processes using it"
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        stop_everything(folder / ".domainjobs" / "broker")
+        for name in [m for m in sys.modules if m.split(".")[0] == package]:
+            del sys.modules[name]
+    assert server_alive(paths_for(folder)) is False
