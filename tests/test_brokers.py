@@ -192,7 +192,11 @@ def test_run_with_a_password_url_never_prints_the_password(make_app, server_fact
     assert result.returncode == 0, result.stderr
     job = asyncio.run(_fetch(url, "sum"))
     assert job is not None and (job.status, job.result) == ("complete", 5)
-    for command in (["list"], ["list", "--json"], ["check"], ["broker", "status"]):
+    commands = [
+        ["list"], ["list", "--json"], ["check"], ["broker", "status"], ["status"],
+        ["status", "--json"], ["enqueue", "calc.add", "--kwargs", '{"x": 1, "y": 1}'],
+    ]  # fmt: skip
+    for command in commands:
         other = run_cli(*command, *flags, env={"DOMAINJOBS_URL": url})
         assert other.returncode == 0, other.stderr
         assert SECRET not in other.stdout + other.stderr, command
