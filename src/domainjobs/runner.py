@@ -26,7 +26,7 @@ from typing import Any
 from saq import Worker
 
 from domainjobs import cronticks
-from domainjobs.hooks import HookRunner
+from domainjobs.hooks import hooks_of
 
 logger = logging.getLogger("domainjobs")
 
@@ -256,11 +256,7 @@ async def run_workers(
                 await queue.disconnect()
             except Exception:
                 logger.debug("disconnecting %s failed", queue, exc_info=True)
-    hooks = {
-        id(h): h
-        for w in workers
-        if isinstance(h := getattr(w, "domainjobs_hooks", None), HookRunner)
-    }
+    hooks = {id(h): h for w in workers if (h := hooks_of(w)) is not None}
     if any(h.failed_shutdown_hooks for h in hooks.values()):
         status = 1
     logger.info("workers stopped (exit status %d)", status)

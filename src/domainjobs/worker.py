@@ -13,7 +13,7 @@ from saq import Worker
 from saq.job import CronJob
 from saq.queue import Queue
 
-from domainjobs.hooks import HookRunner
+from domainjobs.hooks import HookRunner, attach_hooks
 from domainjobs.registry import DEFAULT_QUEUE, CronSpec, Registry
 
 RegistryOrRoots = Registry | str | Sequence[str] | None
@@ -119,7 +119,7 @@ def _worker(
         shutdown=[hooks.shutdown],
         **kwargs,
     )
-    worker.domainjobs_hooks = hooks  # type: ignore[attr-defined]
+    attach_hooks(worker, hooks)
     return worker
 
 
@@ -144,20 +144,21 @@ def build_worker(
 def build_workers(
     registry_or_roots: RegistryOrRoots = None,
     *,
-    queues: Sequence[str] | None = None,
+    queues: Sequence[str | Queue] | None = None,
     url: str | None = None,
     concurrency: int = WORKER_DEFAULTS["concurrency"],
     **saq_worker_kwargs: Any,
 ) -> list[Worker[Any]]:
     """One ``saq.Worker`` per queue (default: every queue of the registry).
 
-    The workers share one set of hooks: startup hooks run once for all of them, shutdown
-    hooks once when the last one stops. Run them with ``domainjobs.run_workers``.
+    Each of ``queues`` is a queue name or a ``saq.Queue`` you made yourself. The workers
+    share one set of hooks: startup hooks run once for all of them, shutdown hooks once
+    when the last one stops. Run them with ``domainjobs.run_workers``.
     """
     registry = resolve_registry(registry_or_roots)
-    names = list(queues) if queues else list(registry.queues) or [DEFAULT_QUEUE]
+    chosen: list[str | Queue] = list(queues) if queues else list(registry.queues)
     hooks = HookRunner(registry.startup, registry.shutdown)
     return [
-        _worker(registry, _make_queue(name, url), hooks, concurrency, saq_worker_kwargs)
-        for name in names
+        _worker(registry, _make_queue(queue, url), hooks, concurrency, saq_worker_kwargs)
+        for queue in chosen or [DEFAULT_QUEUE]
     ]

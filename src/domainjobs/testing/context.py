@@ -32,9 +32,9 @@ from typing_extensions import ParamSpec, Self
 
 from domainjobs.binding import Binder, check_serializable, dump_function
 from domainjobs.errors import DomainJobsError
-from domainjobs.hooks import HookRunner
+from domainjobs.hooks import HookRunner, hooks_of
 from domainjobs.registry import DEFAULT_QUEUE, Registry, TaskSpec
-from domainjobs.worker import RegistryOrRoots, _worker, resolve_registry
+from domainjobs.worker import RegistryOrRoots, build_workers, resolve_registry
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -125,10 +125,12 @@ class TaskRunner:
 
         registry = self.registry
         names: Sequence[str] = registry.queues or (DEFAULT_QUEUE,)
-        self.hooks = HookRunner(registry.startup, registry.shutdown)
-        for name in names:
-            queue = queue_from_url(self.url, name) if self.url else offline_queue(name)
-            self.workers[name] = _worker(registry, queue, self.hooks, 1, {})
+        queues = [
+            queue_from_url(self.url, name) if self.url else offline_queue(name) for name in names
+        ]
+        for worker in build_workers(registry, queues=queues, concurrency=1):
+            self.workers[worker.queue.name] = worker
+            self.hooks = hooks_of(worker)
         try:
             for worker in self.workers.values():
                 if self.url:

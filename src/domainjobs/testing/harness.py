@@ -25,7 +25,7 @@ from typing_extensions import Self
 
 from domainjobs.errors import DomainJobsError
 from domainjobs.facade import Jobs
-from domainjobs.hooks import HookRunner
+from domainjobs.hooks import hooks_of
 from domainjobs.registry import Registry
 from domainjobs.runner import stop_taking_jobs
 from domainjobs.testing.broker import check_test_url, reset_broker, throwaway_broker
@@ -247,7 +247,7 @@ class JobsHarness:
             {
                 name
                 for worker in workers
-                if isinstance(hooks := getattr(worker, "domainjobs_hooks", None), HookRunner)
+                if (hooks := hooks_of(worker)) is not None
                 for name in hooks.failed_shutdown_hooks
             }
         )
