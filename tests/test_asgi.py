@@ -136,3 +136,27 @@ def test_fastapi_rejects_bad_arguments_with_one_sentence(serve):
     assert "did you mean 'billing.charge'" in unknown.json()["detail"]
     charged = served.post("/invoices/9/charge?timeout=30", {})
     assert charged.json() == {"result": "charged invoice 9 (gateway timeout 30s)"}
+
+
+async def test_in_process_workers_that_fail_to_start_say_so(make_app, redis_url, caplog):
+    import asyncio
+
+    from domainjobs import discover
+    from domainjobs.lifespan import in_process_workers
+
+    base = make_app(
+        {
+            "app/domain/broken/jobs/tasks.py": "async def noop(ctx):\n    return None\n",
+            "app/domain/broken/jobs/startup.py": (
+                "def open_db(ctx):\n    raise RuntimeError('database is down')\n"
+            ),
+        }
+    )
+    registry = discover(f"{base.name}.domain")
+    with caplog.at_level("ERROR", logger="domainjobs"):
+        async with in_process_workers(registry, url=redis_url):
+            for _ in range(500):  # up to ~10 s
+                if "stopped on their own" in caplog.text:
+                    break
+                await asyncio.sleep(0.02)
+    assert "the in-process workers stopped on their own (status 1)" in caplog.text

@@ -272,7 +272,12 @@ class Jobs:
         for _attempt in range(3):
             job = Job(function=spec.name, kwargs=bound, **fields)
             future = listener.watch(queue.job_id(job.key)) if listener is not None else None
-            enqueued = await queue.enqueue(job)
+            try:
+                enqueued = await queue.enqueue(job)
+            except BaseException:
+                if listener is not None and future is not None:
+                    listener.unwatch(queue.job_id(job.key), future)
+                raise
             if enqueued is not None:
                 return JobHandle(self, enqueued, created=True), future, listener
             existing = await queue.job(job.key)

@@ -53,9 +53,21 @@ async def in_process_workers(
     runner = asyncio.create_task(
         run_workers(workers, handle_signals=False, grace=grace), name="domainjobs:workers"
     )
+    stopping = False
+
+    def ended(task: asyncio.Task[int]) -> None:
+        if not stopping and not task.cancelled():
+            logger.error(
+                "the in-process workers stopped on their own (status %s): no jobs run in this "
+                "process until it restarts; see the log above",
+                task.exception() or task.result(),
+            )
+
+    runner.add_done_callback(ended)
     try:
         yield workers
     finally:
+        stopping = True
         while not runner.done():  # repeated: a worker that was still starting sees it too
             for worker in workers:
                 stop_taking_jobs(worker)

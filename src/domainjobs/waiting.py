@@ -34,12 +34,17 @@ POLL_START = 0.002
 POLL_MAX = 0.2
 
 
+def glob_escape(text: str) -> str:
+    """``text`` with Redis glob-pattern characters escaped."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 class CompletionListener:
     """Job-completion notifications of one Redis queue, shared by every waiter."""
 
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
-        self.pattern = f"saq:job:{queue.name}:*"
+        self.pattern = f"saq:job:{glob_escape(queue.name)}:*"
         self._waiters: dict[str, set[asyncio.Future[str]]] = defaultdict(set)
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
