@@ -398,7 +398,10 @@ def embedded_url(settings: Settings) -> str:
     broker = ensure_broker(paths, timeout=float(settings.connect_timeout))
     if paths.folder not in _announced:
         _announced.add(paths.folder)
-        logger.info(
+        # a web process may not have configured logging: then say it as a warning, which
+        # Python prints to stderr by default
+        logger.log(
+            logging.INFO if logger.hasHandlers() else logging.WARNING,
             "domainjobs: using the embedded broker (%s, for development and single-machine use), "
             "data in %s; %s",
             "started" if broker.started else "already running",
