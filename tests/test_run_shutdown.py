@@ -65,3 +65,33 @@ def test_a_second_signal_stops_at_once_and_still_requeues(make_app, redis_url):
     assert "cancelling running jobs now" in run.log
     assert job_statuses(redis_url, [key]) == {key: "queued"}
     assert client.llen(f"{prefix}:shutdown") == 1
+
+
+async def test_run_workers_stops_gracefully_when_its_stop_event_is_set(redis_url):
+    """The in-process API: ``stop`` ends the workers like a first signal, with the grace
+    period enforced (a job longer than it is re-queued, not lost)."""
+    import asyncio
+
+    from saq import Queue, Worker
+
+    from domainjobs.runner import run_workers
+
+    started = asyncio.Event()
+
+    async def slow(ctx):
+        started.set()
+        await asyncio.sleep(60)
+
+    queue = Queue.from_url(redis_url, name="inproc")
+    worker = Worker(queue, [("slow", slow)], concurrency=2)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(run_workers([worker], handle_signals=False, grace=0.5, stop=stop))
+    check = Queue.from_url(redis_url, name="inproc")
+    await check.connect()
+    job = await check.enqueue("slow", timeout=120)
+    await asyncio.wait_for(started.wait(), 15)
+    stop.set()
+    assert await asyncio.wait_for(runner, 15) == 0
+    await job.refresh()
+    assert job.status.value == "queued"
+    await check.disconnect()

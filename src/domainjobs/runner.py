@@ -177,6 +177,11 @@ async def _watch_max_jobs(
     shutdown.request(f"{max_jobs} job(s) done (--max-jobs): recycling this worker process")
 
 
+async def _watch_event(stop: asyncio.Event, shutdown: Shutdown) -> None:
+    await stop.wait()
+    shutdown.request("stop requested")
+
+
 async def _watch_parent(parent_pid: int, shutdown: Shutdown) -> None:
     while os.getppid() == parent_pid:  # noqa: ASYNC110 - no event for a parent's death
         await asyncio.sleep(0.5)
@@ -191,12 +196,14 @@ async def run_workers(
     max_jobs: int | None = None,
     parent_pid: int | None = None,
     connect_timeout: float = 30.0,
+    stop: asyncio.Event | None = None,
 ) -> int:
     """Connect the workers' queues, run every worker, and return an exit status.
 
     ``grace`` is how long running jobs may take to finish once a stop is requested;
     ``max_jobs`` stops the workers gracefully after that many jobs (for recycling by a
-    supervisor); ``parent_pid`` stops them when that process is no longer the parent.
+    supervisor); ``parent_pid`` stops them when that process is no longer the parent;
+    setting the ``stop`` event stops them gracefully, as a first signal would.
 
     Returns 0 when every worker stopped cleanly, 1 when a worker failed (a startup hook
     raised, the broker was unreachable, ...) or a shutdown hook raised.
@@ -226,6 +233,8 @@ async def run_workers(
         helpers.append(asyncio.create_task(_watch_max_jobs(workers, max_jobs, shutdown)))
     if parent_pid:
         helpers.append(asyncio.create_task(_watch_parent(parent_pid, shutdown)))
+    if stop is not None:
+        helpers.append(asyncio.create_task(_watch_event(stop, shutdown)))
     tasks = [asyncio.create_task(w.start(), name=f"worker:{w.queue.name}") for w in workers]
     waiter = asyncio.create_task(shutdown.requested.wait())
     status = 0
