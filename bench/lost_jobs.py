@@ -14,6 +14,10 @@ domainjobs' default relies on). Usage (from the repository root)::
     .venv/bin/python bench/lost_jobs.py                        # defaults below
     .venv/bin/python bench/lost_jobs.py --jobs 3000 --rounds 5 --soak-seconds 30
 
+3. throughput: the price of the fix, one in-process worker draining no-op jobs through
+   SAQ's ``RedisQueue`` and through ``SweepSafeRedisQueue`` (same settings, rounds
+   interleaved), medians and their ratio.
+
 Nothing is asserted: the script prints a table. "lost" counts jobs that did not end
 ``complete`` (``aborted``, stuck ``aborting``, or left ``queued``/``active`` with no worker
 to pick them up: a plain sweep re-queues some jobs after its 5 s abort wait, when the burst
@@ -199,6 +203,51 @@ def _add(total: dict[str, int], tally: dict[str, int]) -> None:
         total[key] = total.get(key, 0) + value
 
 
+async def _drain_rate(url: str, sweep_safe: bool, jobs: int) -> float:
+    """Jobs/s of one in-process worker draining ``jobs`` no-op jobs, sweeping every 2 s."""
+    import redis.asyncio as aioredis
+    from saq import Worker
+    from saq.queue.redis import RedisQueue
+
+    from domainjobs.sweep import SweepSafeRedisQueue
+
+    async def noop(ctx: dict[str, Any]) -> None:
+        return None
+
+    client = aioredis.from_url(url)
+    await client.flushdb()
+    queue_class = SweepSafeRedisQueue if sweep_safe else RedisQueue
+    queue = queue_class(client, name="default")
+    await queue.connect()
+    try:
+        await asyncio.gather(*(queue.enqueue("noop") for _ in range(jobs)))
+        worker: Worker[Any] = Worker(
+            queue,
+            [("noop", noop)],
+            concurrency=10,
+            burst=True,
+            dequeue_timeout=0.2,
+            timers={"sweep": 2},
+        )
+        started = time.perf_counter()
+        await worker.start()
+        return jobs / (time.perf_counter() - started)
+    finally:
+        await queue.disconnect()
+
+
+def throughput(jobs: int, rounds: int) -> tuple[float, float]:
+    """Median jobs/s of SAQ's RedisQueue and of SweepSafeRedisQueue, rounds interleaved."""
+    import statistics
+
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    with redis_server() as url:
+        for _ in range(rounds):
+            for sweep_safe in (False, True):
+                rates[sweep_safe].append(asyncio.run(_drain_rate(url, sweep_safe, jobs)))
+    return statistics.median(rates[False]), statistics.median(rates[True])
+
+
 def main() -> None:
     """Run both scenarios for both variants and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -207,7 +256,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3, help="worker processes")
     parser.add_argument("--soak-seconds", type=float, default=20.0)
     parser.add_argument("--soak-period", type=int, default=1, help="sweep period in the soak")
+    parser.add_argument(
+        "--throughput-jobs", type=int, default=5000, help="jobs per throughput round (0: skip)"
+    )
     args = parser.parse_args()
+    if args.throughput_jobs:
+        plain_rate, safe_rate = throughput(args.throughput_jobs, 5)
+        print(
+            f"throughput (one worker, concurrency 10, sweep every 2 s, median of 5): "
+            f"RedisQueue {plain_rate:,.0f} jobs/s, SweepSafeRedisQueue {safe_rate:,.0f} jobs/s, "
+            f"ratio {safe_rate / plain_rate:.3f}",
+            flush=True,
+        )
     rows = [" | ".join(HEADER), " | ".join("---" for _ in HEADER)]
     with race_app() as (roots, app_dir):
         sys.path.insert(0, app_dir)
