@@ -53,3 +53,13 @@ def test_json_log_format_is_one_object_per_line(make_app, redis_url):
     tracebacks = [r for r in records if "RuntimeError: boom" in r.get("exception", "")]
     assert len(tracebacks) == 2  # one per failed attempt, each logged once
     assert all(r["level"] == "error" for r in tracebacks)
+
+
+def test_log_level_warning_keeps_only_failures(make_app, redis_url):
+    app = work_app(make_app)
+    enqueue(redis_url, "work.noop", 3)
+    [bad_key] = enqueue(redis_url, "work.boom", 1, retries=1)
+    log = run_burst(app, redis_url, "--log-level", "warning").log
+    job_lines = [line for line in log.splitlines() if "domainjobs.jobs:" in line]
+    assert len(job_lines) == 1 and bad_key in job_lines[0] and " failed " in job_lines[0], log
+    assert log.count("RuntimeError: boom from a test job") == 1

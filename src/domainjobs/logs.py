@@ -57,8 +57,12 @@ class JsonFormatter(logging.Formatter):
 JsonFormatter.converter = time.gmtime
 
 
-def setup_logging(debug: bool = False, log_format: str = "text") -> None:
-    """Configure the root logger once: stderr, INFO (DEBUG with ``debug``), text or JSON.
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def setup_logging(debug: bool = False, log_format: str = "text", level: str = "info") -> None:
+    """Configure the root logger once: stderr, ``level`` (DEBUG with ``debug``), text or JSON.
+    At ``warning`` the per-job lines of completed jobs are left out (failed ones stay).
 
     SAQ's own per-job INFO lines ("Processing", "Enqueuing", "Retrying") are turned down to
     WARNING unless ``debug``: the job line of :class:`JobLogger` replaces them (and costs a
@@ -77,7 +81,7 @@ def setup_logging(debug: bool = False, log_format: str = "text") -> None:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    root.setLevel(logging.DEBUG if debug else getattr(logging, level.upper()))
     logging.getLogger("saq").setLevel(logging.DEBUG if debug else logging.WARNING)
     if not debug:
         # Neither format shows the caller, thread or process: don't compute them per record
@@ -116,19 +120,21 @@ class JobLogger:
     async def after(self, ctx: Any) -> None:
         """Log the job's end."""
         job = ctx.get("job")
-        if job is None or not job_logger.isEnabledFor(logging.INFO):
+        if job is None or not job_logger.isEnabledFor(logging.WARNING):
+            return
+        status = job.status.value if hasattr(job.status, "value") else str(job.status)
+        level = logging.WARNING if status in ("failed", "aborted") else logging.INFO
+        if level == logging.INFO and not job_logger.isEnabledFor(logging.INFO):
             return
         t0 = ctx.get(_T0)
         run_ms = round((time.perf_counter() - t0) * 1000, 2) if t0 is not None else None
         started = ctx.get(_STARTED) or job.started or now()
         since = max(job.queued, job.scheduled * 1000)
         wait_ms = max(0, started - since) if since else None
-        status = job.status.value if hasattr(job.status, "value") else str(job.status)
         if status == "queued":
             status = "retrying"
         queue = job.queue.name if job.queue is not None else None
         domain = self.domains.get(job.function)
-        level = logging.WARNING if status in ("failed", "aborted") else logging.INFO
         extra = None
         if self.structured:
             extra = {

@@ -16,7 +16,7 @@ from domainjobs.brokers import redact
 from domainjobs.cli.common import discover_from, load
 from domainjobs.config import ENV_PREFIX, FIELDS, Settings, resolve_url
 from domainjobs.errors import ConfigError, did_you_mean
-from domainjobs.logs import LOG_FORMATS, JobLogger, setup_logging
+from domainjobs.logs import LOG_FORMATS, LOG_LEVELS, JobLogger, setup_logging
 from domainjobs.registry import Registry
 from domainjobs.runner import DEFAULT_GRACE, STOP_SIGNALS, run_workers
 from domainjobs.timezones import cron_timezone
@@ -140,6 +140,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--log-format", choices=LOG_FORMATS, default="text", help="text (default) or json lines"
     )
     group.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="info (default: a line per job), warning (only failed jobs and problems), ...",
+    )
+    group.add_argument(
         "--loop",
         choices=loops.LOOPS,
         default="auto",
@@ -153,7 +159,7 @@ def handle(args: argparse.Namespace) -> int:
     settings = load(args, "concurrency")
     if args.queues:
         settings = settings.replace(queues=tuple(args.queues))
-    setup_logging(args.debug, args.log_format)
+    setup_logging(args.debug, args.log_format, args.log_level)
     loop = loops.loop_name(args.loop)
     registry = discover_from(settings)
     for name in settings.queues:
@@ -287,6 +293,7 @@ def child_command(args: argparse.Namespace) -> list[str]:
     """``python -m domainjobs run ...`` for one supervised worker process."""
     command = [sys.executable, "-m", "domainjobs", "run", "--supervised-by", str(os.getpid())]
     command += ["--grace", str(args.grace), "--log-format", args.log_format, "--loop", args.loop]
+    command += ["--log-level", args.log_level]
     if args.max_jobs is not None:
         command += ["--max-jobs", str(args.max_jobs)]
     if args.sweep_interval:
