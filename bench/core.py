@@ -29,6 +29,7 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -666,6 +667,8 @@ def main() -> None:
     parser.add_argument("--modules", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # stopped with SIGTERM: unwind, so the redis-server and temp folders are cleaned up
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.which == "_child":
         _child(args)
         return
