@@ -63,6 +63,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A project folder (cwd of the test); its embedded broker is stopped afterwards."""
     folder = write_project(tmp_path / "project")
     monkeypatch.delenv("DOMAINJOBS_URL", raising=False)
+    monkeypatch.setenv("DOMAINJOBS_EMBEDDED", "true")  # even if the suite turns it off
     monkeypatch.setenv("DJ_STAMPS", str(tmp_path / "stamps"))
     monkeypatch.chdir(folder)
     yield folder
@@ -324,6 +325,7 @@ async def test_a_running_worker_and_the_web_facade_meet_on_one_embedded_broker(
     package = f"webproj_{os.getpid()}"
     folder = write_project(tmp_path / "web", package=package)
     monkeypatch.delenv("DOMAINJOBS_URL", raising=False)
+    monkeypatch.setenv("DOMAINJOBS_EMBEDDED", "true")
     monkeypatch.setenv("DJ_STAMPS", str(tmp_path / "stamps"))
     monkeypatch.chdir(folder)
     monkeypatch.syspath_prepend(str(folder))
