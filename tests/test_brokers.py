@@ -367,3 +367,25 @@ async def test_worker_reconnects_after_its_redis_server_restarts(
             await asyncio.wait_for(runner, 30)
         shutil.rmtree(data, ignore_errors=True)
     assert sorted(map(int, stamps.read_text().split())) == [1, 2, 3]
+
+
+async def test_wait_for_a_postgres_broker_gives_up_without_showing_the_password(caplog):
+    port = free_port()
+    queue = queue_from_url(f"postgresql://app:{SECRET}@127.0.0.1:{port}/jobs", "default")
+    with (
+        caplog.at_level("WARNING", logger="domainjobs"),
+        pytest.raises(BrokerUnreachableError) as caught,
+    ):
+        await wait_for_broker(queue, timeout=1.5)
+    message = str(caught.value)
+    assert f"postgresql://app:***@127.0.0.1:{port}/jobs" in message
+    assert "unreachable (attempt 1" in caplog.text
+    assert SECRET not in message + caplog.text
+
+
+async def test_wait_for_a_postgres_broker_that_is_up(postgres_url):
+    queue = queue_from_url(postgres_url, "default")
+    await wait_for_broker(queue, timeout=10)
+    await queue.connect()
+    assert await queue.count("queued") >= 0
+    await queue.disconnect()
