@@ -286,6 +286,9 @@ async def test_concurrent_applies_each_get_their_own_result(calc, redis_url):
     registry, tasks = calc
     async with Jobs(registry, url=redis_url) as jobs, in_process_workers(registry, url=redis_url):
         results = await asyncio.gather(*(jobs.apply(tasks.add, a=i) for i in range(50)))
+        task = asyncio.create_task(jobs.apply(tasks.add, a=5, b=5))  # works like a coroutine
+        mapped = asyncio.ensure_future(jobs.map(tasks.add, [{"a": 1}]))
+        assert (await task, await mapped) == (10, [1])
     assert results == list(range(50))
 
 

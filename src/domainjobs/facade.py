@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
@@ -159,7 +160,7 @@ class Jobs:
         heartbeat: int | None = None,
         retry_delay: float | None = None,
         retry_backoff: bool | float | None = None,
-        scheduled: Any = None,
+        scheduled: float | datetime | None = None,
         delay: float | None = None,
         meta: Mapping[str, Any] | None = None,
         priority: int | None = None,

@@ -24,13 +24,35 @@ Start = Callable[[], Coroutine[Any, Any, Any]]
 
 
 class _Lazy:
-    __slots__ = ("_start",)
+    """Starts its coroutine on first use; quacks like a coroutine, so that
+    ``asyncio.create_task(jobs.apply(...))`` works as well as ``await``."""
+
+    __slots__ = ("_coroutine", "_start")
 
     def __init__(self, start: Start) -> None:
         self._start = start
+        self._coroutine: Coroutine[Any, Any, Any] | None = None
+
+    def _get(self) -> Coroutine[Any, Any, Any]:
+        if self._coroutine is None:
+            self._coroutine = self._start()
+        return self._coroutine
 
     def _run(self) -> Generator[Any, None, Any]:
-        return self._start().__await__()
+        return self._get().__await__()
+
+    def send(self, value: Any) -> Any:
+        """Coroutine protocol (for ``asyncio.create_task``)."""
+        return self._get().send(value)
+
+    def throw(self, *args: Any) -> Any:
+        """Coroutine protocol (for ``asyncio.create_task``)."""
+        return self._get().throw(*args)
+
+    def close(self) -> None:
+        """Coroutine protocol: close the coroutine if it was started."""
+        if self._coroutine is not None:
+            self._coroutine.close()
 
 
 class Pending(_Lazy, Generic[R_co]):
@@ -75,3 +97,7 @@ class PendingListWithErrors(_Lazy, Generic[R_co]):
     ) -> Generator[Any, None, list[T | JobFailedError]]: ...
     def __await__(self) -> Generator[Any, None, Any]:
         return self._run()
+
+
+for _kind in (Pending, PendingList, PendingListWithErrors):
+    Coroutine.register(_kind)
