@@ -98,3 +98,18 @@ async def test_litestar_workers_run_command(shop, redis_url, tmp_path):
     assert "Worker starting" in log.read_text()
     with pytest.raises(ProcessLookupError):  # no worker process left behind
         wait_for(lambda: os.killpg(process.pid, 0), timeout=10, what="the workers to exit")
+
+
+@pytest.mark.filterwarnings("ignore:.*Inferred dependency field:DeprecationWarning")
+def test_litestar_saq_web_ui_lists_the_discovered_queues(shop, redis_url):
+    from litestar import Litestar
+    from litestar.testing import TestClient
+
+    configs = queue_configs(shop, url=redis_url)
+    app = Litestar(plugins=[SAQPlugin(config=SAQConfig(queue_configs=configs, web_enabled=True))])
+    with TestClient(app) as client:
+        queues = client.get("/saq/api/queues").json()["queues"]
+        assert client.get("/saq").status_code == 200
+    assert {q["name"] for q in queues} == set(shop.queues)
+    billing = next(q for q in queues if q["name"] == "billing")
+    assert billing["scheduled"] >= 0
