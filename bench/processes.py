@@ -7,7 +7,9 @@ process) and the rate is measured from the first finished job until the last one
 polling the queue's incomplete set in Redis (no in-process counter) until at most 10
 jobs are left (plain SAQ strands about two per worker start, DESIGN §7). Rounds of each
 configuration alternate; the median is printed with its ratio to plain SAQ with the same
-process count and the same loop/parser. Nothing is asserted.
+process count and the same loop/parser, and so is the workers' CPU time per job over the
+same window (read from /proc; much less disturbed by other load than jobs/s). Nothing is
+asserted.
 
 - plain SAQ: ``saq.Worker(queue, [noop], concurrency=10)`` per process, started by hand.
 - domainjobs: ``python -m domainjobs run --concurrency 10 [--processes 2]`` on an app with
@@ -106,26 +108,67 @@ def enqueue(url: str, name: str, count: int) -> None:
 LEFT_OVER = 10
 
 
-def measure(client: redis.Redis, total: int, processes: list[subprocess.Popen[bytes]]) -> float:
-    """Jobs/s from the first finished job until all but ``LEFT_OVER`` are done."""
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the supervisor's worker processes)."""
+    found = [pid]
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                for child in handle.read().split():
+                    found += tree(int(child))
+    except OSError:
+        pass
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of ``pids`` so far (from /proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / TICKS
+
+
+def measure(
+    client: redis.Redis, total: int, processes: list[subprocess.Popen[bytes]]
+) -> tuple[float, float]:
+    """Jobs/s from the first finished job until all but ``LEFT_OVER`` are done, and the
+    workers' CPU microseconds per job over the same window (far less sensitive to other
+    load on the machine than the wall-clock rate)."""
     key = "saq:default:incomplete"
     deadline = time.monotonic() + 300
     first = None
+    pids: list[int] = []
+    cpu_start = 0.0
     while True:
         left = client.zcard(key)
         now = time.perf_counter()
         if first is None and left < total:
             first = (now, left)
+            pids = [pid for p in processes for pid in tree(p.pid)]
+            cpu_start = cpu_seconds(pids)
         if left <= LEFT_OVER:
             break
         if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
             raise RuntimeError(f"workers stopped or stalled with {left} jobs left")
         time.sleep(0.005)
     assert first is not None
-    return (first[1] - left) / max(now - first[0], 1e-9)
+    done = first[1] - left
+    cpu = cpu_seconds(pids) - cpu_start
+    return done / max(now - first[0], 1e-9), cpu / max(done, 1) * 1e6
 
 
-def run_round(kind: str, procs: int, speed: bool, url: str, folder: Path, jobs: int) -> float:
+def run_round(
+    kind: str, procs: int, speed: bool, url: str, folder: Path, jobs: int
+) -> tuple[float, float]:
     """One measurement of ``kind`` (``saq`` or ``domainjobs``)."""
     client = redis.Redis.from_url(url)
     client.flushall()
@@ -186,24 +229,28 @@ def main() -> None:
     args = parser.parse_args()
     configs = [(procs, speed) for speed in (False, True) for procs in (1, 2)]
     results: dict[tuple[str, int, bool], list[float]] = {}
+    cpu: dict[tuple[str, int, bool], list[float]] = {}
     with redis_server() as url, tempfile.TemporaryDirectory(prefix="dj-bench-") as tmp:
         folder = Path(tmp)
         make_files(folder)
         for _ in range(args.rounds):
             for procs, speed in configs:
                 for kind in ("saq", "domainjobs"):
-                    rate = run_round(kind, procs, speed, url, folder, args.jobs)
+                    rate, us = run_round(kind, procs, speed, url, folder, args.jobs)
                     results.setdefault((kind, procs, speed), []).append(rate)
+                    cpu.setdefault((kind, procs, speed), []).append(us)
                     if not args.json:
                         print(
                             f"  {kind:10} processes={procs} speed={'on ' if speed else 'off'} "
-                            f"{rate:8.0f} jobs/s",
+                            f"{rate:8.0f} jobs/s {us:6.0f} us CPU/job",
                             file=sys.stderr,
                         )
     rows: list[dict[str, Any]] = []
     for procs, speed in configs:
         saq = statistics.median(results[("saq", procs, speed)])
         ours = statistics.median(results[("domainjobs", procs, speed)])
+        saq_cpu = statistics.median(cpu[("saq", procs, speed)])
+        our_cpu = statistics.median(cpu[("domainjobs", procs, speed)])
         rows.append(
             {
                 "processes": procs,
@@ -211,6 +258,9 @@ def main() -> None:
                 "plain_saq": round(saq),
                 "domainjobs": round(ours),
                 "ratio_vs_saq": round(ours / saq, 2),
+                "plain_saq_cpu_us_per_job": round(saq_cpu),
+                "domainjobs_cpu_us_per_job": round(our_cpu),
+                "cpu_ratio_vs_saq": round(our_cpu / saq_cpu, 2),
             }
         )
     scaling = {
@@ -246,11 +296,16 @@ def main() -> None:
         f"\nno-op jobs/s, {args.jobs} jobs, median of {args.rounds} round(s), "
         f"concurrency 10 per process, one Redis over TCP, {os.cpu_count()} cores"
     )
-    print(f"{'processes':>9} {'speed':>5} {'plain SAQ':>10} {'domainjobs':>10} {'ratio':>6}")
+    print(
+        f"{'processes':>9} {'speed':>5} {'plain SAQ':>10} {'domainjobs':>10} {'ratio':>6}"
+        f"   CPU us/job: {'SAQ':>5} {'ours':>5} {'ratio':>6}"
+    )
     for row in rows:
         print(
             f"{row['processes']:>9} {'on' if row['speed'] else 'off':>5} "
             f"{row['plain_saq']:>10} {row['domainjobs']:>10} {row['ratio_vs_saq']:>6}"
+            f"               {row['plain_saq_cpu_us_per_job']:>5} "
+            f"{row['domainjobs_cpu_us_per_job']:>5} {row['cpu_ratio_vs_saq']:>6}"
         )
     for speed in (False, True):
         print(
