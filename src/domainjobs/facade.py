@@ -310,7 +310,15 @@ class Jobs:
         never runs twice for one key.
         """
         spec, bound = self._prepare(task, args, kwargs)
-        handle, _, _ = await self._submit(spec, bound, watch=False)
+        queue = self._state.queues.get(spec.queue) or await self.queue(spec.queue)
+        if not plain_values(bound):
+            check_serializable(spec.name, bound, self._state.dumps[queue.name])
+        # the common case inline (one coroutine less); keys and waiters go through _submit
+        job = Job(function=spec.name, kwargs=bound, **self._job_fields(spec))
+        enqueued = await queue.enqueue(job)
+        if enqueued is not None:
+            return JobHandle(self, enqueued)
+        handle, _, _ = await self._submit(spec, bound, watch=False, checked=True)
         return handle
 
     @overload
