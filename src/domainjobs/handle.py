@@ -125,7 +125,6 @@ class JobHandle(Generic[R_co]):
             "status": Status(job.status).value,
             "result": job.result if job.status == Status.COMPLETE else None,
             "error": job.error,
-            "created": self.created,
         }
 
     def __repr__(self) -> str:
