@@ -201,3 +201,12 @@ def test_build_worker_without_url_is_a_clear_error(make_app, monkeypatch):
     base = make_app({"app/domain/a/jobs/tasks.py": "async def t(ctx):\n    return 1\n"})
     with pytest.raises(ConfigError, match="broker"):
         build_worker(f"{base.name}.domain")
+
+
+def test_user_timers_merge_with_the_sweep_default(make_app, redis_url):
+    from domainjobs.worker import WORKER_DEFAULTS
+
+    base = make_app({"app/domain/a/jobs/tasks.py": "async def t(ctx):\n    return 1\n"})
+    worker = build_worker(f"{base.name}.domain", url=redis_url, timers={"schedule": 5})
+    assert worker.timers["schedule"] == 5
+    assert worker.timers["sweep"] == WORKER_DEFAULTS["timers"]["sweep"]

@@ -109,6 +109,8 @@ def _worker(
     functions = [(spec.name, spec.function) for spec in registry.tasks_for(queue.name)]
     cron_jobs = [saq_cron_job(spec) for spec in registry.crons_for(queue.name)]
     kwargs = {**WORKER_DEFAULTS, "concurrency": concurrency, **saq_worker_kwargs}
+    # a user's timers={"schedule": 5} keeps our sweep default: the dicts are merged
+    kwargs["timers"] = {**WORKER_DEFAULTS["timers"], **(saq_worker_kwargs.get("timers") or {})}
     if kwargs.get("burst") and not kwargs.get("dequeue_timeout"):
         kwargs["dequeue_timeout"] = 1.0
     worker: Worker[Any] = Worker(
