@@ -200,6 +200,8 @@ async def test_map_validates_every_item_before_enqueueing_any(calc, redis_url):
             await jobs.map(tasks.add, [{"a": 1}, {"a": 2}, {"a": 3, "c": 1}])
         with pytest.raises(UnserializableArgumentsError, match="map item 1"):
             await jobs.map(tasks.add, [{"a": 1}, {"a": {1, 2}}])
+        with pytest.raises(TaskArgumentsError, match="map item 0: each item must be a mapping"):
+            await jobs.map(tasks.add, [[1, 2]])  # type: ignore[list-item]
         with pytest.raises(TaskArgumentsError, match="cannot take one key"):
             await jobs.with_options(key="k").map(tasks.add, [{"a": 1}])
     assert incomplete(redis_url) == 0
@@ -338,3 +340,26 @@ async def test_scheduled_at_a_datetime(calc, redis_url):
         assert (default.queued, default.scheduled) == (0, 1)
     with pytest.raises(JobOptionsError, match="timezone-aware"):
         jobs.with_options(scheduled=datetime.now())
+
+
+def test_tasks_saq_cannot_call_by_keyword_are_rejected_with_the_reason(make_app, redis_url):
+    base = make_app(
+        {
+            "app/domain/odd/jobs/tasks.py": (
+                "async def positional(ctx, a, /, b):\n    return a\n"
+                "async def starred(ctx, *items):\n    return items\n"
+                "async def anything(ctx, **extra):\n    return extra\n"
+            )
+        }
+    )
+    registry = discover(f"{base.name}.domain")
+
+    async def attempt(name: str, **kwargs: object) -> None:
+        async with Jobs(registry, url=redis_url) as jobs:
+            await jobs.enqueue(name, **kwargs)
+
+    for name in ("odd.positional", "odd.starred"):
+        with pytest.raises(TaskArgumentsError, match="SAQ passes task arguments by keyword only"):
+            asyncio.run(attempt(name, a=1, b=2))
+    asyncio.run(attempt("odd.anything", whatever=1, other="x"))  # **kwargs takes any name
+    assert incomplete(redis_url) == 1

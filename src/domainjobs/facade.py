@@ -406,6 +406,11 @@ class Jobs:
         bound_list = []
         for index, kwargs in enumerate(kwargs_list):
             try:
+                if not isinstance(kwargs, Mapping):
+                    raise TaskArgumentsError(
+                        f"each item must be a mapping of keyword arguments for {spec.name!r}, "
+                        f"got {type(kwargs).__name__}"
+                    )
                 bound = binder.bind((), kwargs)
                 check_serializable(spec.name, bound, dump)
             except DomainJobsError as exc:
