@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -60,6 +61,62 @@ JsonFormatter.converter = time.gmtime
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A ``StreamHandler`` that writes INFO and DEBUG lines in batches, at most
+    ``interval`` seconds late, from a background thread; WARNING and above (and a full
+    batch) are written at once, with everything before them.
+
+    A pipe (a container's stderr) costs a system call and a wake-up of its reader per
+    write: for one line per job that is about half the cost of logging it. If the process
+    is killed outright, the INFO lines of its last ``interval`` seconds are lost.
+    """
+
+    def __init__(self, stream: Any = None, interval: float = 0.1, max_lines: int = 512) -> None:
+        super().__init__(stream)
+        self.interval = interval
+        self.max_lines = max_lines
+        self._pending: list[str] = []
+        self._closed = threading.Event()
+        self._thread = threading.Thread(
+            target=self._flush_every_interval, name="domainjobs-log-writer", daemon=True
+        )
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queue the formatted line; write now for a warning or a full batch."""
+        try:
+            self._pending.append(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+            return
+        if record.levelno >= logging.WARNING or len(self._pending) >= self.max_lines:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the queued lines in one go."""
+        self.acquire()
+        try:
+            if self._pending:
+                lines, self._pending = self._pending, []
+                self.stream.write("".join(lines))
+            if hasattr(self.stream, "flush"):
+                self.stream.flush()
+        except Exception:  # a closed or broken stream: nothing left to report to
+            self._pending.clear()
+        finally:
+            self.release()
+
+    def _flush_every_interval(self) -> None:
+        while not self._closed.wait(self.interval):
+            self.flush()
+
+    def close(self) -> None:
+        """Write what is queued and stop the background writer."""
+        self._closed.set()
+        self.flush()
+        super().close()
+
+
 def setup_logging(debug: bool = False, log_format: str = "text", level: str = "info") -> None:
     """Configure the root logger once: stderr, ``level`` (DEBUG with ``debug``), text or JSON.
     At ``warning`` the per-job lines of completed jobs are left out (failed ones stay).
@@ -70,7 +127,9 @@ def setup_logging(debug: bool = False, log_format: str = "text", level: str = "i
     """
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler = (
+        logging.StreamHandler(sys.stderr) if debug else BatchingStreamHandler(sys.stderr)
+    )
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -80,6 +139,8 @@ def setup_logging(debug: bool = False, log_format: str = "text", level: str = "i
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        if isinstance(old, BatchingStreamHandler):
+            old.close()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else getattr(logging, level.upper()))
     logging.getLogger("saq").setLevel(logging.DEBUG if debug else logging.WARNING)
