@@ -4,6 +4,8 @@ an immutable ``Registry`` — or raise one ``DiscoveryError`` listing every prob
 from __future__ import annotations
 
 import inspect
+import os
+import pkgutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -319,9 +321,16 @@ def _load_domain(location: DomainLocation, builder: _Builder) -> None:
         jobs, None, domain=domain.name, foreign_packages=foreign, problems=problems
     )
     builder.take(domain, jobs, None, jobs_root_found)
+    folders = list(jobs.__path__)
+    present = {info.name for info in pkgutil.iter_modules(folders)}
     for kind, fallback in KIND_MODULES.items():
         name = f"{location.jobs_module}.{kind}"
-        if not module_exists(name):
+        # one listing of jobs/ rather than a path search per kind; a folder without
+        # __init__.py (a namespace package) is not listed: the import system decides then
+        if kind not in present and not (
+            any(os.path.isdir(os.path.join(folder, kind)) for folder in folders)
+            and module_exists(name)
+        ):
             continue
         for module in import_tree(name, domain.name, problems):
             found = select(

@@ -152,6 +152,15 @@ def _unmarked(
 
 def context_problem(function: Callable[..., Any], what: str) -> str | None:
     """Why ``function`` cannot take SAQ's context as its first argument, or None."""
+    code = getattr(function, "__code__", None)
+    if (
+        inspect.isfunction(function)
+        and code is not None
+        and not hasattr(function, "__wrapped__")
+        and not hasattr(function, "__signature__")
+        and (code.co_argcount or code.co_flags & inspect.CO_VARARGS)
+    ):
+        return None  # a plain function with a positional first parameter (fast path)
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError):
