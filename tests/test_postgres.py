@@ -6,6 +6,7 @@ same-named cron jobs are both scheduled and both fire."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -236,3 +237,71 @@ def test_run_burst_on_postgres_from_the_command_line(make_app, fresh_postgres_ur
         return found
 
     assert asyncio.run(statuses()) == ["complete", "complete"]
+
+
+class RestartableCluster:
+    """A throwaway PostgreSQL cluster of its own that a test can restart."""
+
+    def __init__(self) -> None:
+        import os
+        import shutil
+        import tempfile
+
+        from tests.servers import free_port, postgres_binaries
+
+        bindir = postgres_binaries()
+        assert bindir, "PostgreSQL server binaries are needed (apt-get install postgresql)"
+        self.bindir = bindir
+        self.work = Path(tempfile.mkdtemp(prefix="dj-pg-restart-"))
+        self.run_as: list[str] = []
+        if os.geteuid() == 0:  # initdb refuses root
+            shutil.chown(self.work, "nobody")
+            self.run_as = ["runuser", "-u", "nobody", "--"]
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, program: str, *args: str) -> None:
+        import subprocess
+
+        command = [*self.run_as, str(self.bindir / program), *args]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def start(self) -> None:
+        data = str(self.work / "data")
+        self._run("initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync")
+        self.pg_ctl("start")
+
+    def pg_ctl(self, *args: str) -> None:
+        options = f"-p {self.port} -k {self.work} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.work / "data"), "-w", "-l", str(self.work / "log"),
+                  "-o", options, *args)  # fmt: skip
+
+    def remove(self) -> None:
+        import shutil
+
+        with contextlib.suppress(Exception):
+            self._run("pg_ctl", "-D", str(self.work / "data"), "-m", "immediate", "stop")
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+async def test_a_postgres_worker_carries_on_after_the_database_restarts(make_app, log):
+    cluster = RestartableCluster()
+    await asyncio.to_thread(cluster.start)
+    base = make_app(APP)
+    worker = build_worker(discover(f"{base.name}.domain"), url=cluster.url, concurrency=2)
+    runner = asyncio.create_task(run_workers([worker], handle_signals=False))
+    try:
+        client = queue_from_url(cluster.url, "default")
+        await client.connect()
+        assert await client.apply("calc.add", x=1, y=1) == 2
+        await client.disconnect()
+        await asyncio.to_thread(cluster.pg_ctl, "restart", "-m", "fast")
+        client = queue_from_url(cluster.url, "default")
+        await client.connect()
+        job = await settle(await client.enqueue("calc.add", x=2, y=2), timeout=30)
+        assert (job.status, job.result) == ("complete", 4)
+        await client.disconnect()
+        assert not runner.done(), "the worker must carry on"
+    finally:
+        await stop([worker], runner)
+        await asyncio.to_thread(cluster.remove)
