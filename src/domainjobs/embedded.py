@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import fcntl
 import hashlib
 import importlib.util
 import logging
@@ -38,6 +37,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -45,6 +45,9 @@ from pathlib import Path
 
 from domainjobs.config import Settings, find_pyproject
 from domainjobs.errors import ConfigError, DomainJobsError
+
+if sys.platform != "win32":
+    import fcntl
 
 logger = logging.getLogger("domainjobs")
 
@@ -387,6 +390,11 @@ _announced: set[Path] = set()
 def embedded_url(settings: Settings) -> str:
     """The URL of the project's embedded broker, started if needed (``resolve_url`` calls
     this when no URL is configured). Says so once per process, with how to change it."""
+    if sys.platform == "win32":
+        raise ConfigError(
+            "no broker URL is configured, and the embedded broker needs Linux or macOS: "
+            + HOW_TO_POINT_ELSEWHERE
+        )
     if not settings.embedded:
         raise ConfigError(
             "no broker URL is configured and the embedded broker is turned off (embedded = "
