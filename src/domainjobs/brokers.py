@@ -179,7 +179,9 @@ def describe(queue: Queue) -> str:
         kwargs = redis.connection_pool.connection_kwargs
         if "path" in kwargs:
             return f"unix://{kwargs['path']}"
-        return f"redis://{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
+        tls = "SSL" in redis.connection_pool.connection_class.__name__
+        where = f"{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
+        return f"{'rediss' if tls else 'redis'}://{where}"
     pool = getattr(queue, "pool", None)
     conninfo = getattr(pool, "conninfo", None)
     if isinstance(conninfo, str):
