@@ -239,11 +239,15 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         return
     print(f"no-op jobs/s, one worker, concurrency {args.concurrency}, median of {args.rounds}")
-    print(f"{'broker':<10} {'jobs':>6} {'plain SAQ':>10} {'domainjobs':>11} {'ratio':>6}")
+    print(f"{'broker':<10} {'jobs':>6} {'plain SAQ':>10} {'domainjobs':>11} {'ratio':>6}  spread")
     for name, row in results.items():
+        spread = "  ".join(
+            f"{kind} {min(row['rounds'][kind]):.0f}-{max(row['rounds'][kind]):.0f}"
+            for kind in ("saq", "domainjobs")
+        )
         print(
             f"{name:<10} {row['jobs']:>6} {row['saq']:>10.0f} {row['domainjobs']:>11.0f} "
-            f"{row['ratio']:>6.2f}"
+            f"{row['ratio']:>6.2f}  {spread}"
         )
 
 
