@@ -138,11 +138,12 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def measure(
-    client: redis.Redis, total: int, processes: list[subprocess.Popen[bytes]]
+    client: redis.Redis, total: int, processes: list[subprocess.Popen[bytes]], workers: int
 ) -> tuple[float, float]:
-    """Jobs/s from the first finished job until all but ``LEFT_OVER`` are done, and the
-    workers' CPU microseconds per job over the same window (far less sensitive to other
-    load on the machine than the wall-clock rate)."""
+    """Jobs/s from the moment every worker process is up (its SAQ stats record exists)
+    and jobs are being done, until all but ``LEFT_OVER`` are done; and the workers' CPU
+    microseconds per job over the same window (far less sensitive to other load on the
+    machine than the wall-clock rate). Start-up costs stay out of both."""
     key = "saq:default:incomplete"
     deadline = time.monotonic() + 300
     first = None
@@ -151,7 +152,8 @@ def measure(
     while True:
         left = client.zcard(key)
         now = time.perf_counter()
-        if first is None and left < total:
+        up = first is not None or client.zcard("saq:default:stats") >= workers
+        if first is None and up and left < total:
             first = (now, left)
             pids = [pid for p in processes for pid in tree(p.pid)]
             cpu_start = cpu_seconds(pids)
@@ -207,7 +209,7 @@ def run_round(
         for c in commands
     ]
     try:
-        return measure(client, jobs, started)
+        return measure(client, jobs, started, procs)
     finally:
         for process in started:
             os.killpg(process.pid, signal.SIGTERM)
