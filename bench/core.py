@@ -642,8 +642,8 @@ def main() -> None:
         "which", nargs="?", default="all", choices=["all", "throughput", "discovery", "_child"]
     )
     parser.add_argument("--url", help="use this Redis server (its db is flushed)")
-    parser.add_argument("--jobs", type=int, default=5000, help="jobs per throughput round")
-    parser.add_argument("--rounds", type=int, default=7, help="rounds of each kind")
+    parser.add_argument("--jobs", type=int, default=1000, help="jobs per throughput round")
+    parser.add_argument("--rounds", type=int, default=25, help="rounds of each kind")
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--domains", default="50,200,1000", help="tree sizes to discover")
     parser.add_argument("--repeats", type=int, default=5, help="measurements per tree size")
