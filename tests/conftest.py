@@ -15,6 +15,10 @@ import redis
 
 from tests.servers import postgres_server, redis_server
 
+# A test that forgets its broker URL must fail, not quietly start the embedded server in
+# the working tree: tests of the embedded broker turn it back on themselves.
+os.environ["DOMAINJOBS_EMBEDDED"] = "false"
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 

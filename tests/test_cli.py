@@ -168,3 +168,23 @@ def test_python_dash_m_and_console_script_agree():
     result = subprocess.run([str(script), "check"], cwd=SHOP, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "3 domain(s)" in result.stderr
+
+
+def test_check_validates_cron_tz():
+    result = run_cli("check", cwd=SHOP, env={"DOMAINJOBS_CRON_TZ": "Mars/Olympus"})
+    assert result.returncode == 2
+    assert "Mars/Olympus" in result.stderr
+
+
+def test_list_into_a_closed_pipe_is_quiet():
+    import subprocess
+
+    result = subprocess.run(
+        f"{sys.executable} -m domainjobs list --json | head -c 10",
+        shell=True,
+        cwd=SHOP,
+        capture_output=True,
+        text=True,
+    )
+    assert result.stdout.startswith("{")
+    assert "error" not in result.stderr

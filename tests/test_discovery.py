@@ -458,3 +458,36 @@ def test_entry_point_group_adds_domains_and_roots(make_app, tmp_path, monkeypatc
     assert [d.name for d in registry.domains] == ["accounts", "loyalty", "reviews"]
     assert registry.task("loyalty.send").domain == "loyalty"
     assert [d.name for d in discover(roots_of(own), entry_points=False).domains] == ["accounts"]
+
+
+def test_folders_without_init_py_are_domains_too(make_app):
+    base = make_app({"app/domain/loose/jobs/tasks.py": TASKS_A})
+    (base / "domain" / "loose" / "__init__.py").unlink()
+    (base / "domain" / "loose" / "jobs" / "__init__.py").unlink()
+    registry = discover(roots_of(base))
+    assert [d.name for d in registry.domains] == ["loose"]
+    assert sorted(registry.tasks) == ["loose.plain", "loose.send"]
+
+
+def test_scheduled_runs_inherit_the_tasks_options_unless_the_schedule_sets_them(make_app):
+    base = make_app(
+        {
+            "app/domain/billing/jobs/__init__.py": 'job_defaults = {"retries": 3, "timeout": 30}\n',
+            "app/domain/billing/jobs/scheduled.py": """
+                from saq import CronJob
+                from domainjobs import cron
+
+                @cron("0 * * * *", timeout=5)
+                async def hourly(ctx):
+                    pass
+
+                async def nightly(ctx):
+                    pass
+
+                scheduled_tasks = [CronJob(nightly, cron="0 2 * * *")]
+            """,
+        }
+    )
+    crons = {c.name: c for c in discover(roots_of(base)).crons}
+    assert dict(crons["billing.hourly"].options) == {"retries": 3, "timeout": 5}
+    assert dict(crons["billing.nightly"].options) == {"retries": 3, "timeout": 30}

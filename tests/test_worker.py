@@ -210,3 +210,31 @@ def test_user_timers_merge_with_the_sweep_default(make_app, redis_url):
     worker = build_worker(f"{base.name}.domain", url=redis_url, timers={"schedule": 5})
     assert worker.timers["schedule"] == 5
     assert worker.timers["sweep"] == WORKER_DEFAULTS["timers"]["sweep"]
+
+
+async def test_failed_startup_skips_shutdown_hooks_of_unstarted_domains(
+    make_app, redis_url, tmp_path, monkeypatch
+):
+    log = tmp_path / "log"
+    monkeypatch.setenv("DJ_TEST_LOG", str(log))
+    record = """
+        import os
+        def {name}(ctx):
+            with open(os.environ["DJ_TEST_LOG"], "a") as f:
+                f.write("{name}\\n")
+            {extra}
+    """
+    base = make_app(
+        {
+            "app/domain/a/jobs/startup.py": record.format(name="a_open", extra="ctx['a'] = 1"),
+            "app/domain/a/jobs/shutdown.py": record.format(name="a_close", extra="ctx['a']"),
+            "app/domain/b/jobs/startup.py": record.format(name="b_open", extra="raise OSError('no db')"),
+            "app/domain/b/jobs/shutdown.py": record.format(name="b_close", extra="ctx['b_db']"),
+            "app/domain/b/jobs/tasks.py": "async def t(ctx):\n    pass\n",
+        }
+    )
+    workers = build_workers(discover(f"{base.name}.domain"), url=redis_url)
+    status = await run_workers(workers, handle_signals=False)
+    assert status == 1
+    # a's hooks ran and a's shutdown saw a's context; b never finished starting
+    assert log.read_text().splitlines() == ["a_open", "b_open", "a_close"]

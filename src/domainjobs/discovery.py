@@ -175,7 +175,11 @@ class _Builder:
         if kwargs is not None and not isinstance(kwargs, dict):
             self.problem(f"cron kwargs for {task.name!r} must be a dict, got {kwargs!r}", where)
             return
-        self.crons.append(CronSpec(task, expression, unique, kwargs, options, where))
+        # a scheduled run gets the task's own defaults (@task, job_defaults) unless the
+        # schedule sets them; SAQ's CronJob carries only these four options
+        inherited = {k: v for k, v in task.options.items() if k in CRON_JOB_OPTIONS}
+        merged = {**inherited, **options}
+        self.crons.append(CronSpec(task, expression, unique, kwargs, merged, where))
 
     # -- one module's findings -------------------------------------------------------
 

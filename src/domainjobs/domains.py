@@ -29,8 +29,32 @@ class DomainLocation:
         return f"{self.package}.jobs"
 
 
-def _has_jobs(paths: Iterable[str]) -> bool:
-    return any(info.name == "jobs" for info in pkgutil.iter_modules(list(paths)))
+def _has_jobs(folders: Iterable[str]) -> bool:
+    """True when one of ``folders`` holds ``jobs.py`` or a ``jobs/`` folder (with or without
+    ``__init__.py``: Python imports a folder without one as a namespace package)."""
+    for folder in folders:
+        if os.path.isfile(os.path.join(folder, "jobs.py")) or os.path.isdir(
+            os.path.join(folder, "jobs")
+        ):
+            return True
+    return False
+
+
+def _package_names(paths: Iterable[str]) -> list[str]:
+    """Sub-packages of a package's folders, regular or namespace (a plain folder whose name
+    is a Python identifier), without importing them."""
+    names = {info.name for info in pkgutil.iter_modules(list(paths)) if info.ispkg}
+    for path in paths:
+        try:
+            entries = list(os.scandir(path))
+        except OSError:
+            continue
+        names.update(
+            entry.name
+            for entry in entries
+            if entry.is_dir() and entry.name.isidentifier() and not entry.name.startswith("_")
+        )
+    return sorted(names)
 
 
 def _domains_of_root(root: str, problems: list[Problem]) -> list[DomainLocation]:
@@ -58,9 +82,9 @@ def _domains_of_root(root: str, problems: list[Problem]) -> list[DomainLocation]
         )
         return []
     found = []
-    for info in pkgutil.iter_modules(list(paths)):
-        if info.ispkg and _has_jobs([os.path.join(p, info.name) for p in paths]):
-            found.append(DomainLocation(info.name, f"{root}.{info.name}"))
+    for name in _package_names(paths):
+        if _has_jobs([os.path.join(p, name) for p in paths]):
+            found.append(DomainLocation(name, f"{root}.{name}"))
     return found
 
 
@@ -111,7 +135,8 @@ def find_domains(
             problems.append(
                 Problem(
                     f"two domains are named {location.name!r}: {other.package} and "
-                    f"{location.package}; rename one package or exclude one with --exclude",
+                    f"{location.package}; public task names would collide, so rename one "
+                    "of the packages (or stop listing one of their roots)",
                     domain=location.name,
                 )
             )

@@ -42,6 +42,8 @@ class HookRunner:
         self.shutdown_hooks = tuple(shutdown)
         self.failed_shutdown_hooks: list[str] = []
         self._shared: dict[str, Any] = {}
+        self._hook_context: dict[str, Any] | None = None
+        self._unready_domains: set[str] = set()
         self._started: asyncio.Future[None] | None = None
         self._users = 0
 
@@ -50,10 +52,11 @@ class HookRunner:
         self._users += 1
         if self._started is None:
             self._started = asyncio.get_running_loop().create_future()
+            self._hook_context = ctx
+            self._unready_domains = {hook.domain for hook in self.startup_hooks}
             before = dict(ctx)
             try:
-                for hook in self.startup_hooks:
-                    await call_hook(hook, ctx)
+                await self._run_startup_hooks(ctx)
             except BaseException as exc:
                 self._started.set_exception(exc)
                 self._started.exception()  # mark retrieved: the raise below reports it
@@ -64,14 +67,43 @@ class HookRunner:
         await asyncio.shield(self._started)
         ctx.update(self._shared)
 
+    async def _run_startup_hooks(self, ctx: dict[str, Any]) -> None:
+        for index, hook in enumerate(self.startup_hooks):
+            try:
+                await call_hook(hook, ctx)
+            except Exception:
+                logger.exception(
+                    "startup hook %s of domain '%s' (%s) raised; the worker does not start",
+                    hook.name,
+                    hook.domain,
+                    hook.origin,
+                )
+                raise
+            later = self.startup_hooks[index + 1 :]
+            if all(other.domain != hook.domain for other in later):
+                self._unready_domains.discard(hook.domain)  # every hook of it has run
+
     async def shutdown(self, ctx: dict[str, Any]) -> None:
-        """SAQ shutdown function: the last worker of the process runs the hooks."""
+        """SAQ shutdown function: the last worker of the process runs the hooks.
+
+        They run with the context the startup hooks filled. After a failed startup, the
+        shutdown hooks of a domain whose startup hooks did not all run are skipped: what
+        they would close was never opened.
+        """
         self._users -= 1
         if self._users > 0 or self._started is None:
             return
+        context = self._hook_context if self._hook_context is not None else ctx
         for hook in self.shutdown_hooks:
+            if hook.domain in self._unready_domains:
+                logger.warning(
+                    "shutdown hook %s skipped: domain '%s' did not finish starting",
+                    hook.name,
+                    hook.domain,
+                )
+                continue
             try:
-                await call_hook(hook, ctx)
+                await call_hook(hook, context)
             except Exception:
                 self.failed_shutdown_hooks.append(hook.name)
                 logger.exception(
@@ -81,6 +113,7 @@ class HookRunner:
                     hook.origin,
                 )
         self._started = None
+        self._hook_context = None
 
 
 def attach_hooks(worker: object, hooks: HookRunner) -> None:

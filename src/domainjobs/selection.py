@@ -128,8 +128,8 @@ def _unmarked(
             elif not callable(namespace[name]):
                 problems.append(
                     Problem(
-                        f"__all__ of {module.__name__} names {name!r}, which is a "
-                        f"{type(namespace[name]).__name__}, not a function; list only job "
+                        f"__all__ of {module.__name__} names {name!r}, which is not a function "
+                        f"(it is of type {type(namespace[name]).__name__}); list only job "
                         "functions in __all__ (or mark them with @task)",
                         domain=domain,
                         file=file,

@@ -38,7 +38,12 @@ def resolve_registry(registry_or_roots: RegistryOrRoots) -> Registry:
         from domainjobs.config import load_settings
 
         settings = load_settings()
-        return discover(settings.roots, include=settings.include, exclude=settings.exclude)
+        return discover(
+            settings.roots,
+            include=settings.include,
+            exclude=settings.exclude,
+            entry_points=settings.entry_points,
+        )
     return discover(registry_or_roots)
 
 

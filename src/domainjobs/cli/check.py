@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from domainjobs.cli.common import discover_from, load
+from domainjobs.timezones import cron_timezone
 
 HELP = """\
 Discover every domain and validate it without touching a broker: exit 0 when clean,
@@ -30,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def handle(args: argparse.Namespace) -> int:
     """Discover, and say what was found on stderr."""
-    registry = discover_from(load(args))
+    settings = load(args)
+    cron_timezone(settings.cron_tz)  # a bad cron_tz is a configuration error here too
+    registry = discover_from(settings)
     print(
         f"ok: {len(registry.domains)} domain(s), {len(registry.tasks)} task(s), "
         f"{len(registry.crons)} cron job(s), {len(registry.startup)} startup and "
