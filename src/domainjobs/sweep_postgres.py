@@ -15,7 +15,6 @@ the queue's own lease id, so a process that dies holding such a job loses it too
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from textwrap import dedent
@@ -26,6 +25,7 @@ from saq.job import Job, Status
 from saq.queue.postgres import ENQUEUE, PostgresQueue
 from saq.utils import now, now_seconds
 
+from domainjobs.leases import LeaseHolder
 from domainjobs.sweep_rules import (
     LOST_AFTER,
     MAX_LOST,
@@ -41,7 +41,7 @@ logger = logging.getLogger("domainjobs")
 LEASES_TABLE = "domainjobs_leases"
 
 
-class SweepSafePostgresQueue(PostgresQueue):
+class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
     """A ``saq.queue.postgres.PostgresQueue`` whose sweep finds a dead worker's jobs at once.
 
     ``lost_after``, ``settle`` and ``max_lost`` mean what they mean for
@@ -59,20 +59,9 @@ class SweepSafePostgresQueue(PostgresQueue):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if lost_after <= 0 or settle <= 0 or max_lost < 1:
-            raise ValueError(
-                f"SweepSafePostgresQueue needs lost_after > 0, settle > 0 and max_lost >= 1 "
-                f"(got {lost_after}, {settle}, {max_lost})"
-            )
-        self.lost_after = lost_after
-        self.settle = settle
-        self.max_lost = max_lost
+        self._configure_leases(lost_after, settle, max_lost)
         self.leases_table = Identifier(leases_table)
         self.dequeuer_id = f"dequeuer-{uuid.uuid4().hex}"
-        self._held: set[str] = set()
-        self._renewer: asyncio.Task[None] | None = None
-        #: How many sweeps this queue object ran (holding the sweep lock).
-        self.sweeps_run = 0
 
     async def init_db(self) -> None:
         """SAQ's tables, plus the lease table."""
@@ -89,18 +78,9 @@ class SweepSafePostgresQueue(PostgresQueue):
                 ).format(leases=self.leases_table)
             )
 
-    # -- leases ---------------------------------------------------------------------------
+    # -- leases (the rest is LeaseHolder's) ---------------------------------------------
 
-    async def hold_lease(self, worker_id: str) -> None:
-        """Hold (and keep renewing) the lease of ``worker_id`` while this queue is connected."""
-        if worker_id in self._held:
-            return
-        self._held.add(worker_id)
-        await self._renew([worker_id])
-        if self._renewer is None or self._renewer.done():
-            self._renewer = asyncio.create_task(self._renew_forever(), name="domainjobs-lease")
-
-    async def _renew(self, worker_ids: list[str], ttl: float | None = None) -> None:
+    async def _write_leases(self, worker_ids: list[str], ttl: float | None = None) -> None:
         async with self.pool.connection() as conn:
             await conn.execute(
                 SQL(
@@ -116,43 +96,14 @@ class SweepSafePostgresQueue(PostgresQueue):
                 {"ids": worker_ids, "ttl": self.lost_after if ttl is None else ttl},
             )
 
-    async def _renew_forever(self) -> None:
-        while self._held:
-            await asyncio.sleep(self.lost_after / 5)
-            try:
-                await self._renew(sorted(self._held))
-            except Exception:  # a database hiccup must not end the renewals
-                logger.warning("could not renew worker leases on %s", self.name, exc_info=True)
-
-    async def release_leases(self) -> None:
-        """Stop renewing and end this process's leases now (its leftover jobs are lost)."""
-        renewer, self._renewer = self._renewer, None
-        if renewer is not None:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await renewer
-        held, self._held = self._held, set()
-        if held and self._connected:
-            with contextlib.suppress(Exception):
-                await self._renew(sorted(held), ttl=-1e9)
-
-    async def write_worker_info(self, worker_id: str, info: Any, ttl: int) -> None:
-        """SAQ's worker stats, plus the worker's lease (so it exists before any job)."""
-        await self.hold_lease(worker_id)
-        await super().write_worker_info(worker_id, info, ttl)
+    async def _end_leases(self, worker_ids: list[str]) -> None:
+        if self._connected:
+            await self._write_leases(worker_ids, ttl=-1e9)
 
     async def _update(self, job: Job, status: Status | None = None, **kwargs: Any) -> None:
-        if status == Status.ACTIVE:
-            if "connection" in kwargs:  # SAQ's dequeue: taken, not yet handed to a worker
-                job.worker_id = self.dequeuer_id
-            if job.worker_id:
-                await self.hold_lease(job.worker_id)
+        if status == Status.ACTIVE and "connection" in kwargs:
+            job.worker_id = self.dequeuer_id  # SAQ's dequeue: taken, not yet given to a worker
         await super()._update(job, status, **kwargs)
-
-    async def disconnect(self) -> None:
-        """Release the leases, then disconnect as SAQ does."""
-        await self.release_leases()
-        await super().disconnect()
 
     # -- the sweep ------------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ Everything else (enqueue, dequeue, finish, retry, abort, stats) is SAQ's code.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ from saq.job import Job, Status
 from saq.queue.redis import RedisQueue
 from saq.utils import now
 
+from domainjobs.leases import LeaseHolder
 from domainjobs.sweep_rules import (
     LOST_AFTER,
     MAX_LOST,
@@ -110,7 +110,7 @@ def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-class SweepSafeRedisQueue(RedisQueue):
+class SweepSafeRedisQueue(LeaseHolder, RedisQueue):
     """A ``saq.queue.redis.RedisQueue`` whose sweep never loses a job (module docstring).
 
     ``lost_after``: seconds a worker's lease lasts without renewal (its jobs are put back
@@ -130,21 +130,10 @@ class SweepSafeRedisQueue(RedisQueue):
         **kwargs: Any,
     ) -> None:
         super().__init__(redis, name=name, **kwargs)
-        if lost_after <= 0 or settle <= 0 or max_lost < 1:
-            raise ValueError(
-                f"SweepSafeRedisQueue needs lost_after > 0, settle > 0 and max_lost >= 1 "
-                f"(got {lost_after}, {settle}, {max_lost})"
-            )
-        self.lost_after = lost_after
-        self.settle = settle
-        self.max_lost = max_lost
+        self._configure_leases(lost_after, settle, max_lost)
         self._leases = self.namespace("leases")
         self._seen = self.namespace("sweep_seen")
-        self._held: set[str] = set()
-        self._renewer: asyncio.Task[None] | None = None
         self._scripts: dict[str, AsyncScript] = {}
-        #: How many sweeps this queue object ran (holding the sweep lock).
-        self.sweeps_run = 0
 
     def _script(self, source: str) -> AsyncScript:
         script = self._scripts.get(source)
@@ -152,55 +141,14 @@ class SweepSafeRedisQueue(RedisQueue):
             script = self._scripts[source] = self.redis.register_script(source)
         return script
 
-    # -- leases ---------------------------------------------------------------------------
+    # -- leases (the rest is LeaseHolder's) ---------------------------------------------
 
-    async def hold_lease(self, worker_id: str) -> None:
-        """Hold (and keep renewing) the lease of ``worker_id`` while this queue is connected."""
-        if worker_id in self._held:
-            return
-        self._held.add(worker_id)
-        await self._renew([worker_id])
-        if self._renewer is None or self._renewer.done():
-            self._renewer = asyncio.create_task(self._renew_forever(), name="domainjobs-lease")
-
-    async def _renew(self, worker_ids: list[str]) -> None:
+    async def _write_leases(self, worker_ids: list[str]) -> None:
         ttl_ms = int(self.lost_after * 1000)
         await self._script(RENEW)(keys=[self._leases], args=[ttl_ms, *worker_ids])
 
-    async def _renew_forever(self) -> None:
-        while self._held:
-            await asyncio.sleep(self.lost_after / 5)
-            try:
-                await self._renew(sorted(self._held))
-            except Exception:  # a broker hiccup must not end the renewals
-                logger.warning("could not renew worker leases on %s", self.name, exc_info=True)
-
-    async def release_leases(self) -> None:
-        """Stop renewing and end this process's leases now (its leftover jobs are lost)."""
-        renewer, self._renewer = self._renewer, None
-        if renewer is not None:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await renewer
-        held, self._held = self._held, set()
-        if held:
-            with contextlib.suppress(Exception):
-                await self.redis.hset(self._leases, mapping=dict.fromkeys(held, 0))  # type: ignore[misc]
-
-    async def write_worker_info(self, worker_id: str, info: Any, ttl: int) -> None:
-        """SAQ's worker stats, plus the worker's lease (so it exists before any job)."""
-        await self.hold_lease(worker_id)
-        await super().write_worker_info(worker_id, info, ttl)
-
-    async def _update(self, job: Job, status: Status | None = None, **kwargs: Any) -> None:
-        if status == Status.ACTIVE and job.worker_id:
-            await self.hold_lease(job.worker_id)
-        await super()._update(job, status, **kwargs)
-
-    async def disconnect(self) -> None:
-        """Release the leases, then disconnect as SAQ does."""
-        await self.release_leases()
-        await super().disconnect()
+    async def _end_leases(self, worker_ids: list[str]) -> None:
+        await self.redis.hset(self._leases, mapping=dict.fromkeys(worker_ids, 0))  # type: ignore[misc]
 
     # -- the sweep ------------------------------------------------------------------------
 
