@@ -25,7 +25,6 @@ from typing import Any
 
 from saq import Worker
 
-from domainjobs import cronticks
 from domainjobs.hooks import hooks_of
 
 logger = logging.getLogger("domainjobs")
@@ -149,12 +148,10 @@ def end_upkeep_with_worker(worker: Worker[Any]) -> None:
 
 
 def prepare(worker: Worker[Any], grace: float) -> None:
-    """What ``run_workers`` needs of a worker: its own signal handling, once-per-tick crons,
-    slot tracking, upkeep that ends with the worker, a bounded idle dequeue, and a backstop
-    on SAQ's own grace period (ours is enforced by :class:`Shutdown`)."""
+    """What ``run_workers`` needs of a worker: its own signal handling, slot tracking,
+    upkeep that ends with the worker, a bounded idle dequeue, and a backstop on SAQ's own
+    grace period (ours is enforced by :class:`Shutdown`)."""
     worker.SIGNALS = []
-    if worker.cron_jobs:
-        cronticks.install(worker)
     track_slots(worker)
     end_upkeep_with_worker(worker)
     if not worker.burst and (not worker.dequeue_timeout or worker.dequeue_timeout > 5):

@@ -13,6 +13,7 @@ from saq import Worker
 from saq.job import CronJob
 from saq.queue import Queue
 
+from domainjobs import cronticks
 from domainjobs.hooks import HookRunner, attach_hooks
 from domainjobs.registry import DEFAULT_QUEUE, CronSpec, Registry
 
@@ -127,6 +128,8 @@ def _worker(
         **kwargs,
     )
     attach_hooks(worker, hooks)
+    if cron_jobs:
+        cronticks.install(worker)  # one job per tick, keyed by public name and tick time
     return worker
 
 
