@@ -230,7 +230,9 @@ async def test_failed_startup_skips_shutdown_hooks_of_unstarted_domains(
         {
             "app/domain/a/jobs/startup.py": record.format(name="a_open", extra="ctx['a'] = 1"),
             "app/domain/a/jobs/shutdown.py": record.format(name="a_close", extra="ctx['a']"),
-            "app/domain/b/jobs/startup.py": record.format(name="b_open", extra="raise OSError('no db')"),
+            "app/domain/b/jobs/startup.py": record.format(
+                name="b_open", extra="raise OSError('no db')"
+            ),
             "app/domain/b/jobs/shutdown.py": record.format(name="b_close", extra="ctx['b_db']"),
             "app/domain/b/jobs/tasks.py": "async def t(ctx):\n    pass\n",
         }
