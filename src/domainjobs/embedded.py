@@ -408,9 +408,11 @@ def embedded_url(settings: Settings) -> str:
         _announced.add(paths.folder)
         # a web process may not have configured logging: then say it as a warning, which
         # Python prints to stderr by default
+        configured = logger.hasHandlers()
         logger.log(
-            logging.INFO if logger.hasHandlers() else logging.WARNING,
-            "domainjobs: using the embedded broker (%s, for development and single-machine use), "
+            logging.INFO if configured else logging.WARNING,
+            ("" if configured else "domainjobs: ")
+            + "using the embedded broker (%s, for development and single-machine use), "
             "data in %s; %s",
             "started" if broker.started else "already running",
             paths.folder,

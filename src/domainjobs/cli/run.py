@@ -248,7 +248,7 @@ async def work(
         **extra,
     )
     logger.info(
-        "domainjobs: %d task(s) in %d domain(s); serving queue(s) %s on %s (pid %d, %s loop)",
+        "%d task(s) in %d domain(s); serving queue(s) %s on %s (pid %d, %s loop)",
         len(registry.tasks),
         len(registry.domains),
         ", ".join(w.queue.name for w in workers),
@@ -324,7 +324,7 @@ async def supervise(
         restart_on_usage_error=args.reload,
     )
     logger.info(
-        "domainjobs: supervising %d worker process(es) for %d task(s) on %s",
+        "supervising %d worker process(es) for %d task(s) on %s",
         args.processes,
         len(registry.tasks),
         redact(url),
