@@ -28,9 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from tests.servers import redis_server  # noqa: E402  (the suite's throwaway server)
 from tests.sweep_helpers import (  # noqa: E402
     RACE_APP,
     final_statuses,
@@ -51,40 +49,6 @@ from tests.sweep_helpers import (  # noqa: E402
 )
 
 from domainjobs.brokers import queue_from_url  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def redis_server() -> Iterator[str]:
-    """A brand-new, non-persistent redis-server on a free port."""
-    binary = shutil.which("valkey-server") or shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("bench/lost_jobs.py needs redis-server (or valkey-server) on PATH")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @contextmanager
