@@ -3,37 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
-from tests.conftest import EXAMPLES, run_cli
-
-SHOP = EXAMPLES / "shop"
-
-
-@pytest.fixture
-def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
-    return {"DOMAINJOBS_URL": redis_url, "SHOP_ACCOUNTS_DB": str(tmp_path / "accounts.db")}
-
-
-@pytest.fixture
-def worker(env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "domainjobs", "run"],
-            cwd=SHOP, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    yield process
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(30) == 0, log.read_text()
+from tests.conftest import run_cli
+from tests.shop_fixtures import SHOP, env, worker  # noqa: F401  (fixtures)
 
 
 def stored_jobs(url: str) -> list[bytes]:

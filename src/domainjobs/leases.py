@@ -1,4 +1,5 @@
-"""Worker leases, shared by the sweep-safe Redis and PostgreSQL queues (DESIGN §7).
+"""Worker leases (and SAQ's stuck-job step), shared by the sweep-safe Redis and PostgreSQL
+queues (DESIGN §7).
 
 Every worker process holds a lease per worker id in the broker, renewed while its queue is
 connected; the sweep puts a job back on its queue as soon as the lease of the worker running
@@ -80,6 +81,20 @@ class LeaseHolder(Queue):
         if held:
             with contextlib.suppress(Exception):
                 await self._end_leases(sorted(held))
+
+    async def _sweep_stuck(self, job: Job, abort: float) -> None:
+        """SAQ's own handling of a stuck job: abort it, give the worker ``abort`` seconds to
+        stop it, then retry it if it has retries left, else finish it as aborted."""
+        logger.info("Sweeping job %s", job.info(logger.isEnabledFor(logging.DEBUG)))
+        await self.abort(job, error=self.swept_error_message)
+        try:
+            await job.refresh(abort)
+        except asyncio.TimeoutError:
+            logger.info("Could not abort job %s", job.key)
+        if job.retryable:
+            await self.retry(job, error=self.swept_error_message)
+        else:
+            await self.finish(job, Status.ABORTED, error=self.swept_error_message)
 
     async def write_worker_info(self, worker_id: str, info: Any, ttl: int) -> None:
         """SAQ's worker stats, plus the worker's lease (so it exists before any job)."""

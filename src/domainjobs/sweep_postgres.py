@@ -14,7 +14,6 @@ the queue's own lease id, so a process that dies holding such a job loses it too
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from textwrap import dedent
@@ -230,16 +229,3 @@ class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
                 },
             )
             return cursor.rowcount == 1
-
-    async def _sweep_stuck(self, job: Job, abort: float) -> None:
-        """SAQ's own handling of a stuck job (see ``SweepSafeRedisQueue._sweep_stuck``)."""
-        logger.info("Sweeping %s", job.info(logger.isEnabledFor(logging.DEBUG)))
-        await self.abort(job, error=self.swept_error_message)
-        try:
-            await job.refresh(abort)
-        except asyncio.TimeoutError:
-            logger.info("Could not abort job %s", job.key)
-        if job.retryable:
-            await self.retry(job, error=self.swept_error_message)
-        else:
-            await self.finish(job, Status.ABORTED, error=self.swept_error_message)

@@ -20,7 +20,6 @@ Everything else (enqueue, dequeue, finish, retry, abort, stats) is SAQ's code.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
@@ -266,20 +265,6 @@ class SweepSafeRedisQueue(LeaseHolder, RedisQueue):
     def _bytes(self, job: Job) -> bytes:
         data = self.serialize(job)
         return data.encode() if isinstance(data, str) else data
-
-    async def _sweep_stuck(self, job: Job, abort: float) -> None:
-        """SAQ's own handling of a stuck job: abort it, give the worker ``abort`` seconds to
-        stop it, then retry it if it has retries left, else finish it as aborted."""
-        logger.info("Sweeping job %s", job.info(logger.isEnabledFor(logging.DEBUG)))
-        await self.abort(job, error=self.swept_error_message)
-        try:
-            await job.refresh(abort)
-        except asyncio.TimeoutError:
-            logger.info("Could not abort job %s", job.id)
-        if job.retryable:
-            await self.retry(job, error=self.swept_error_message)
-        else:
-            await self.finish(job, Status.ABORTED, error=self.swept_error_message)
 
     async def _remember(
         self,
