@@ -38,23 +38,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.servers: throwaway redis-server and PostgreSQL
+from probe import PROBE_SOURCE  # noqa: E402  (bench/probe.py)
 
-PROBE = """
-import time
-times = []
-target = 0
-event = None
-
-def reset(new_target, new_event):
-    global target, event
-    times.clear()
-    target, event = new_target, new_event
-
-def hit():
-    times.append(time.perf_counter())
-    if len(times) == target and event is not None:
-        event.set()
-"""
+PROBE = PROBE_SOURCE
 
 TASKS = """
 from djbench_brokers import probe

@@ -43,30 +43,12 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests.servers: the suite's throwaway redis-server
 
+from probe import PROBE_SOURCE  # noqa: E402  (bench/probe.py)
 from tests.servers import redis_server  # noqa: E402
 
 # -- 1. throughput ---------------------------------------------------------------------------
 
-PROBE = '''
-"""Counts completed jobs; the no-op task calls hit()."""
-import time
-
-times = []
-target = 0
-event = None
-
-
-def reset(new_target, new_event):
-    global target, event
-    times.clear()
-    target, event = new_target, new_event
-
-
-def hit():
-    times.append(time.perf_counter())
-    if len(times) == target and event is not None:
-        event.set()
-'''
+PROBE = PROBE_SOURCE
 
 NOOP_TASKS = '''
 """The benchmark's no-op task (unmarked: the public function of the module is the task)."""
