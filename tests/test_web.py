@@ -4,10 +4,9 @@ mounted inside another Starlette app served by uvicorn."""
 
 from __future__ import annotations
 
-import os
-
 import base64
 import json
+import os
 import shutil
 import signal
 import threading
