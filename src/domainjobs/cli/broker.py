@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from domainjobs.cli.common import load
+from domainjobs.cli.common import Subparsers, add_command, load
 from domainjobs.embedded import (
     BrokerPaths,
     broker_status,
@@ -31,14 +31,10 @@ examples:
 """
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     """Add the ``broker`` command and its actions."""
-    parser = subparsers.add_parser(
-        "broker",
-        parents=[common],
-        help="status, start or stop the embedded broker",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = add_command(
+        subparsers, common, "broker", help="status, start or stop the embedded broker", doc=HELP
     )
     parser.add_argument(
         "action", choices=("status", "start", "stop"), help="what to do with the broker"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from domainjobs.cli.common import discover_from, load
+from domainjobs.cli.common import Subparsers, add_command, discover_from, load
 from domainjobs.timezones import cron_timezone
 
 HELP = """\
@@ -17,14 +17,10 @@ example:
 """
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     """Add the ``check`` command."""
-    parser = subparsers.add_parser(
-        "check",
-        parents=[common],
-        help="validate discovery without a broker (for CI)",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = add_command(
+        subparsers, common, "check", help="validate discovery without a broker (for CI)", doc=HELP
     )
     parser.set_defaults(handler=handle)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any
+from typing import Any, TypeAlias
 
 from domainjobs.config import Settings, apply_app_dir, load_settings
 from domainjobs.discovery import discover
@@ -36,6 +36,25 @@ def common_options() -> argparse.ArgumentParser:
     )
     group.add_argument("--debug", action="store_true", help="show tracebacks")
     return common
+
+
+#: The object ``add_subparsers`` returns (argparse keeps its class private).
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def add_command(
+    subparsers: Subparsers, common: argparse.ArgumentParser, name: str, *, help: str, doc: str
+) -> argparse.ArgumentParser:
+    """Add sub-command ``name`` with the common options and ``doc`` (its worked examples)
+    shown verbatim by ``--help``."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name,
+        parents=[common],
+        help=help,
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
 
 
 def settings_flags(args: argparse.Namespace, *names: str) -> dict[str, Any]:

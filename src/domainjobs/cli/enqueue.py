@@ -13,7 +13,7 @@ import redis.exceptions
 
 from domainjobs.binding import TaskArgumentsError, UnserializableArgumentsError
 from domainjobs.brokers import redact
-from domainjobs.cli.common import discover_from, load
+from domainjobs.cli.common import Subparsers, add_command, discover_from, load
 from domainjobs.config import resolve_url
 from domainjobs.errors import UnknownTaskError
 from domainjobs.facade import DuplicateKeyError, Jobs
@@ -49,14 +49,14 @@ VALIDATION_ERRORS = (
 )
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     """Add the ``enqueue`` command."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
+        common,
         "enqueue",
-        parents=[common],
         help="enqueue one task (JSON kwargs); --wait prints its result",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        doc=HELP,
     )
     parser.add_argument("name", metavar="NAME", help="the task's public name (see `list`)")
     parser.add_argument(

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from domainjobs.cli.common import discover_from, load
+from domainjobs.cli.common import Subparsers, add_command, discover_from, load
 from domainjobs.describe import describe_registry
 from domainjobs.timezones import cron_timezone
 
@@ -21,14 +21,10 @@ example:
 """
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     """Add the ``list`` command."""
-    parser = subparsers.add_parser(
-        "list",
-        parents=[common],
-        help="show discovered tasks, cron jobs and hooks",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = add_command(
+        subparsers, common, "list", help="show discovered tasks, cron jobs and hooks", doc=HELP
     )
     parser.add_argument("--json", action="store_true", help="print JSON to stdout")
     parser.set_defaults(handler=handle)

@@ -13,7 +13,7 @@ from typing import Any
 
 from domainjobs import loops
 from domainjobs.brokers import redact
-from domainjobs.cli.common import discover_from, load
+from domainjobs.cli.common import Subparsers, add_command, discover_from, load
 from domainjobs.config import ENV_PREFIX, FIELDS, Settings, resolve_url
 from domainjobs.errors import ConfigError, did_you_mean
 from domainjobs.logs import LOG_FORMATS, LOG_LEVELS, JobLogger, setup_logging
@@ -70,14 +70,10 @@ def seconds(text: str) -> float:
     return value
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     """Add the ``run`` command."""
-    parser = subparsers.add_parser(
-        "run",
-        parents=[common],
-        help="run workers for the discovered jobs",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = add_command(
+        subparsers, common, "run", help="run workers for the discovered jobs", doc=HELP
     )
     parser.add_argument(
         "-q",

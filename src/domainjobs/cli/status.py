@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from domainjobs.brokers import redact
-from domainjobs.cli.common import discover_from, load
+from domainjobs.cli.common import Subparsers, add_command, discover_from, load
 from domainjobs.cli.enqueue import BROKER_ERRORS
 from domainjobs.config import resolve_url
 from domainjobs.errors import ConfigError, did_you_mean
@@ -36,14 +36,10 @@ examples:
 COLUMNS = ("queue", "queued", "active", "scheduled", "failed", "workers")
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     """Add the ``status`` command."""
-    parser = subparsers.add_parser(
-        "status",
-        parents=[common],
-        help="queue counts and live workers",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = add_command(
+        subparsers, common, "status", help="queue counts and live workers", doc=HELP
     )
     parser.add_argument(
         "-q", "--queue", dest="queues", action="append", help="only this queue (repeatable)"
