@@ -5,11 +5,11 @@ Brokers, side by side: the embedded Valkey server (unix socket, append-only file
 throwaway PostgreSQL cluster. On each, rounds alternate (A B A B ...) between
 
 - plain SAQ: a hand-written ``saq.Worker`` on SAQ's own queue class, and
-- domainjobs: ``domainjobs.build_worker`` on the queue ``domainjobs.brokers`` builds,
+- domainjobs: ``domainjobs.build_worker`` on the queue ``domainjobs.brokers.urls`` builds,
 
 each round filling the queue with N no-op jobs and timing one worker (concurrency 10) from
 start until 95 % of them are done (plain SAQ loses a couple of jobs to its first sweep,
-DESIGN §7). The medians and their ratio are printed; nothing is asserted.
+). The medians and their ratio are printed; nothing is asserted.
 
 Usage (from the repository root)::
 
@@ -92,7 +92,7 @@ async def clear(url: str) -> None:
             with contextlib.suppress(psycopg.errors.UndefinedTable):
                 await conn.execute("TRUNCATE saq_stats")
         return
-    from domainjobs.brokers import queue_from_url
+    from domainjobs.brokers.urls import queue_from_url
 
     queue = queue_from_url(url, "default")
     await queue.redis.flushdb()  # type: ignore[attr-defined]
@@ -104,7 +104,7 @@ async def one_round(kind: str, url: str, jobs: int, concurrency: int) -> float:
     from saq import Worker
 
     import domainjobs
-    from domainjobs.brokers import queue_from_url
+    from domainjobs.brokers.urls import queue_from_url
 
     probe = importlib.import_module("djbench_brokers.probe")
     tasks = importlib.import_module("djbench_brokers.domain.bench.jobs.tasks")
@@ -166,7 +166,7 @@ def measure(url: str, jobs: int, rounds: int, concurrency: int) -> dict[str, Any
 @contextlib.contextmanager
 def embedded() -> Iterator[str]:
     """The embedded broker in a throwaway data folder."""
-    from domainjobs.embedded import BrokerPaths, ensure_broker, stop_broker
+    from domainjobs.brokers.embedded import BrokerPaths, ensure_broker, stop_broker
 
     folder = Path(tempfile.mkdtemp(prefix="dj-bench-embedded-"))
     paths = BrokerPaths(folder / "broker")

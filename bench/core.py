@@ -116,7 +116,7 @@ async def _timed_run(
     probe = importlib.import_module("djbench_tp.probe")
     tasks = importlib.import_module("djbench_tp.domain.bench.jobs.tasks")
     await _fill(url, "noop" if kind == "saq" else "bench.noop", jobs)
-    # plain SAQ loses ~2 jobs to the first sweep of a worker (DESIGN §7): stop at 95%
+    # plain SAQ loses ~2 jobs to the first sweep of a worker: stop at 95%
     target = int(jobs * 0.95)
     done = asyncio.Event()
     probe.reset(target, done)
@@ -357,8 +357,8 @@ LIBRARIES = (
     "redis.asyncio",
     "domainjobs",
     "domainjobs.cli",
-    "domainjobs.brokers",
-    "domainjobs.sweep",
+    "domainjobs.brokers.urls",
+    "domainjobs.brokers.sweep",
 )
 
 

@@ -33,7 +33,7 @@ from saq.queue import Queue  # noqa: E402
 from tests.servers import redis_server  # noqa: E402
 
 from domainjobs import Jobs, discover  # noqa: E402
-from domainjobs.brokers import queue_from_url  # noqa: E402
+from domainjobs.brokers.urls import queue_from_url  # noqa: E402
 
 TASKS = """
 async def noop(ctx) -> None:

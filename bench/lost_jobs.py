@@ -1,4 +1,4 @@
-"""Lost jobs out of N: plain SAQ against domainjobs, measured in the same run (issue 8).
+"""Lost jobs out of N: plain SAQ against domainjobs, measured in the same run.
 
 1. fresh broker: a brand-new redis-server, N no-op jobs enqueued, W worker processes
    started at once in burst mode; every job's final status is read back from the broker
@@ -48,7 +48,7 @@ from tests.sweep_helpers import (  # noqa: E402
     stop,
 )
 
-from domainjobs.brokers import queue_from_url  # noqa: E402
+from domainjobs.brokers.urls import queue_from_url  # noqa: E402
 
 
 @contextmanager
@@ -173,7 +173,7 @@ async def _drain_rate(url: str, sweep_safe: bool, jobs: int) -> float:
     from saq import Worker
     from saq.queue.redis import RedisQueue
 
-    from domainjobs.sweep import SweepSafeRedisQueue
+    from domainjobs.brokers.redis import SweepSafeRedisQueue
 
     async def noop(ctx: dict[str, Any]) -> None:
         return None

@@ -5,7 +5,7 @@ Every configuration runs real processes against one throwaway Redis server (TCP,
 persistence): N no-op jobs are enqueued, then the workers start (concurrency 10 per
 process) and the rate is measured from the first finished job until the last one, by
 polling the queue's incomplete set in Redis (no in-process counter) until at most 10
-jobs are left (plain SAQ strands about two per worker start, DESIGN §7). Rounds of each
+jobs are left (plain SAQ strands about two per worker start). Rounds of each
 configuration alternate; the median is printed with its ratio to plain SAQ with the same
 process count and the same loop/parser, and so is the workers' CPU time per job over the
 same window (read from /proc; much less disturbed by other load than jobs/s). Nothing is
@@ -103,7 +103,7 @@ def enqueue(url: str, name: str, count: int) -> None:
     asyncio.run(go())
 
 
-#: Plain SAQ loses about two jobs per worker start to its sweep race (DESIGN §7): the
+#: Plain SAQ loses about two jobs per worker start to its sweep race: the
 #: clock stops when at most this many jobs are left.
 LEFT_OVER = 10
 

@@ -1,5 +1,5 @@
 """domainjobs.testing against the plain-SAQ way of doing the same in a test, measured in
-the same run on the same server (issue 7).
+the same run on the same server.
 
 A test that enqueues jobs must wait until they (and the jobs they enqueue) have run. With
 plain SAQ the usual tool is a burst worker (``saq.Worker(burst=True, dequeue_timeout=D)``

@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from app.domain.billing.jobs.tasks.invoices import charge_card, create_invoice
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
-from app.domain.billing.jobs.tasks.invoices import charge_card, create_invoice
 from domainjobs import DomainJobsError, Jobs, UnknownTaskError
 from domainjobs.lifespan import jobs_lifespan
 

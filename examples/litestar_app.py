@@ -15,10 +15,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from app.domain.billing.jobs.tasks.invoices import create_invoice
 from litestar import Litestar, get, post
 from litestar.exceptions import NotFoundException
 
-from app.domain.billing.jobs.tasks.invoices import create_invoice
 from domainjobs import Jobs
 from domainjobs.lifespan import jobs_lifespan
 

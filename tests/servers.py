@@ -25,7 +25,7 @@ def free_port() -> int:
 def redis_server_binary() -> str | None:
     """The bundled binary of the embedded extra if installed, else one on PATH."""
     try:
-        from domainjobs.embedded import find_server_binary  # type: ignore[attr-defined]
+        from domainjobs.brokers.embedded import find_server_binary  # type: ignore[attr-defined]
 
         found = find_server_binary()
         if found:

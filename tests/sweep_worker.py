@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from saq.queue.redis import RedisQueue
 
 from domainjobs import build_worker, discover, run_workers
-from domainjobs.brokers import queue_from_url
+from domainjobs.brokers.urls import queue_from_url
 
 
 async def main(argv: list[str]) -> int:

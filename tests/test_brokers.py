@@ -20,14 +20,9 @@ import redis
 from saq import Queue
 
 from domainjobs import ConfigError, build_worker, discover, run_workers
-from domainjobs.brokers import (
-    BrokerUnreachableError,
-    queue_from_url,
-    redact,
-    scrub,
-    wait_for_broker,
-)
-from domainjobs.sweep import SweepSafeRedisQueue
+from domainjobs.brokers.redis import SweepSafeRedisQueue
+from domainjobs.brokers.urls import queue_from_url, redact, scrub, wait_for_broker
+from domainjobs.errors import BrokerUnreachableError
 from tests.conftest import run_cli
 from tests.servers import free_port, redis_server_binary, wait_for
 

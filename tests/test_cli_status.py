@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from domainjobs.cli.status import render
-from domainjobs.queuestatus import QueueStatus, WorkerStatus
+from domainjobs.client.status import QueueStatus, WorkerStatus
 from tests.conftest import run_cli
 from tests.servers import wait_for
 from tests.shop_fixtures import SHOP, env, worker  # noqa: F401  (fixtures)

@@ -1,4 +1,4 @@
-"""Discovery rules (DESIGN §1-2): what counts as what, and every error with where it is."""
+"""Discovery rules: what counts as what, and every error with where it is."""
 
 from __future__ import annotations
 

@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 from saq import Queue
 
-from domainjobs.config import load_settings, resolve_url
-from domainjobs.embedded import (
+from domainjobs.brokers.embedded import (
     BrokerPaths,
     broker_status,
     ensure_broker,
@@ -30,6 +29,8 @@ from domainjobs.embedded import (
     server_alive,
     stop_broker,
 )
+from domainjobs.brokers.urls import resolve_url
+from domainjobs.config import load_settings
 from domainjobs.errors import ConfigError
 from tests.conftest import run_cli
 from tests.servers import wait_for
@@ -97,7 +98,7 @@ def stamps(tmp_path: Path) -> list[int]:
 async def enqueue(url: str, *numbers: int) -> None:
     queue = Queue.from_url(url, name="default") if not url.startswith("unix") else None
     if queue is None:
-        from domainjobs.brokers import queue_from_url
+        from domainjobs.brokers.urls import queue_from_url
 
         queue = queue_from_url(url, "default")
     await queue.connect()
@@ -147,7 +148,7 @@ def test_processes_starting_together_share_one_server(project):
         """
         import json, sys
         from domainjobs.config import load_settings
-        from domainjobs.embedded import BrokerPaths, ensure_broker, read_pid
+        from domainjobs.brokers.embedded import BrokerPaths, ensure_broker, read_pid
         paths = BrokerPaths.for_settings(load_settings())
         broker = ensure_broker(paths)
         print(json.dumps({"url": broker.url, "started": broker.started, "pid": read_pid(paths)}))
@@ -320,7 +321,7 @@ def test_startup_time_is_small(project):
 async def test_a_running_worker_and_the_web_facade_meet_on_one_embedded_broker(
     tmp_path, monkeypatch
 ):
-    from domainjobs.facade import Jobs
+    from domainjobs.client.jobs import Jobs
 
     package = f"webproj_{os.getpid()}"
     folder = write_project(tmp_path / "web", package=package)

@@ -16,8 +16,8 @@ import pytest
 from saq import Queue
 
 from domainjobs import build_worker, build_workers, discover, run_workers
-from domainjobs.brokers import queue_from_url
-from domainjobs.embedded import BrokerPaths, ensure_broker, stop_broker
+from domainjobs.brokers.embedded import BrokerPaths, ensure_broker, stop_broker
+from domainjobs.brokers.urls import queue_from_url
 from tests.conftest import run_cli
 
 BROKERS = ["redis", "postgres", "embedded"]

@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 
-from domainjobs.supervisor import Supervisor, describe_exit
+from domainjobs.runtime.supervisor import Supervisor, describe_exit
 
 
 def child(code: str) -> list[str]:
@@ -21,7 +21,7 @@ def test_describe_exit():
 
 
 async def test_a_crashing_child_is_restarted_with_growing_backoff(caplog):
-    caplog.set_level(logging.INFO, "domainjobs.supervisor")
+    caplog.set_level(logging.INFO, "domainjobs.runtime.supervisor")
     supervisor = Supervisor(child("import sys; sys.exit(3)"), 1, backoff_start=0.05)
     task = asyncio.create_task(supervisor.run(handle_signals=False))
     while supervisor.restarts < 4:
@@ -36,7 +36,7 @@ async def test_a_crashing_child_is_restarted_with_growing_backoff(caplog):
 
 
 async def test_exit_status_2_stops_everything_without_restarting(caplog):
-    caplog.set_level(logging.INFO, "domainjobs.supervisor")
+    caplog.set_level(logging.INFO, "domainjobs.runtime.supervisor")
     sleeper = "import time; time.sleep(30)"
     supervisor = Supervisor(
         child(f"import os, sys, time\nif os.environ.get('N') == '1': sys.exit(2)\n{sleeper}"),

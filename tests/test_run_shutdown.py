@@ -74,7 +74,7 @@ async def test_run_workers_stops_gracefully_when_its_stop_event_is_set(redis_url
 
     from saq import Queue, Worker
 
-    from domainjobs.runner import run_workers
+    from domainjobs.runtime.runner import run_workers
 
     started = asyncio.Event()
 

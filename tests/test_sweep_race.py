@@ -1,5 +1,5 @@
 """No job is lost to SAQ's sweep race, and a dead worker's jobs run again within
-``RECOVERY_BOUND`` seconds (issue 8, DESIGN §7, docs/reliability.md).
+``RECOVERY_BOUND`` seconds (docs/reliability.md).
 
 Everything is real: fresh Redis servers, a throwaway PostgreSQL cluster, worker processes
 started together, SIGKILL. Each task counts its own runs with an INCR in Redis, and every
@@ -25,10 +25,10 @@ from saq.job import Job
 from saq.queue.redis import RedisQueue
 
 from domainjobs import build_worker, discover
-from domainjobs.brokers import queue_from_url
-from domainjobs.sweep import RECOVERY_BOUND, SWEEP_PERIOD, SweepSafeRedisQueue
-from domainjobs.sweep_rules import LOST_COUNT_KEY
-from domainjobs.worker import WORKER_DEFAULTS
+from domainjobs.brokers.redis import SweepSafeRedisQueue
+from domainjobs.brokers.sweep import LOST_COUNT_KEY, RECOVERY_BOUND, SWEEP_PERIOD
+from domainjobs.brokers.urls import queue_from_url
+from domainjobs.runtime.worker import WORKER_DEFAULTS
 from tests.servers import redis_server, wait_for
 from tests.sweep_helpers import (
     final_statuses,

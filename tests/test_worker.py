@@ -8,7 +8,7 @@ import pytest
 from saq import Queue, Worker
 
 from domainjobs import build_worker, build_workers, discover, run_workers
-from domainjobs.worker import saq_cron_job
+from domainjobs.runtime.worker import saq_cron_job
 
 HOOKED_APP = {
     "app/domain/a/jobs/startup.py": """
@@ -206,7 +206,7 @@ def test_build_worker_without_url_is_a_clear_error(make_app, monkeypatch):
 
 
 def test_user_timers_merge_with_the_sweep_default(make_app, redis_url):
-    from domainjobs.worker import WORKER_DEFAULTS
+    from domainjobs.runtime.worker import WORKER_DEFAULTS
 
     base = make_app({"app/domain/a/jobs/tasks.py": "async def t(ctx):\n    return 1\n"})
     worker = build_worker(f"{base.name}.domain", url=redis_url, timers={"schedule": 5})

@@ -2,6 +2,13 @@
 
 Drop ``tasks.py``, ``scheduled.py``, ``startup.py`` and ``shutdown.py`` into
 ``app/domain/<name>/jobs/`` and run ``python -m domainjobs run``.
+
+``domainjobs.__all__`` is the public API. Beside it, these sub-modules are public too:
+``domainjobs.testing`` (test helpers and pytest fixtures), ``domainjobs.lifespan``
+(``jobs_lifespan``), ``domainjobs.web`` (``create_app``) and ``domainjobs.contrib.litestar``.
+Every other module is internal: the sub-packages name the pipeline's stages
+(``discovery`` → ``registry`` → ``runtime`` → ``brokers`` → ``client``) and may change
+between releases.
 """
 
 from __future__ import annotations
@@ -10,64 +17,77 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from domainjobs.binding import TaskArgumentsError, UnserializableArgumentsError
-    from domainjobs.discovery import discover
+    from domainjobs.brokers.urls import queue_from_url, resolve_url
+    from domainjobs.client.handle import JobHandle
+    from domainjobs.client.jobs import Jobs
+    from domainjobs.config import Settings, load_settings
+    from domainjobs.discovery.builder import discover, discover_configured
+    from domainjobs.discovery.marks import cron, on_shutdown, on_startup, task
     from domainjobs.errors import (
+        BrokerUnreachableError,
         ConfigError,
         DiscoveryError,
         DomainJobsError,
+        DuplicateKeyError,
+        EmbeddedBrokerError,
+        ExitCode,
+        JobFailedError,
+        JobOptionsError,
+        JobTimeoutError,
         Problem,
+        TaskArgumentsError,
         UnknownTaskError,
+        UnserializableArgumentsError,
     )
-    from domainjobs.facade import DuplicateKeyError, Jobs
-    from domainjobs.handle import JobFailedError, JobHandle, JobTimeoutError
-    from domainjobs.joboptions import JobOptions, JobOptionsError
-    from domainjobs.marks import cron, on_shutdown, on_startup, task
+    from domainjobs.options import JobOptions
     from domainjobs.registry import CronSpec, Domain, HookSpec, Registry, TaskSpec
-    from domainjobs.runner import run_workers
-    from domainjobs.worker import build_worker, build_workers
+    from domainjobs.runtime.runner import run_workers
+    from domainjobs.runtime.worker import build_worker, build_workers
 
-#: Public name -> the module that defines it. Imported on first use (PEP 562), so that
+#: Where each public name is defined. Imported on first use (PEP 562), so that
 #: ``import domainjobs`` (and the pytest entry point) costs next to nothing.
-_LAZY: dict[str, str] = {
-    "ConfigError": "domainjobs.errors",
-    "CronSpec": "domainjobs.registry",
-    "DiscoveryError": "domainjobs.errors",
-    "Domain": "domainjobs.registry",
-    "DomainJobsError": "domainjobs.errors",
-    "DuplicateKeyError": "domainjobs.facade",
-    "HookSpec": "domainjobs.registry",
-    "JobFailedError": "domainjobs.handle",
-    "JobHandle": "domainjobs.handle",
-    "JobOptions": "domainjobs.joboptions",
-    "JobOptionsError": "domainjobs.joboptions",
-    "JobTimeoutError": "domainjobs.handle",
-    "Jobs": "domainjobs.facade",
-    "Problem": "domainjobs.errors",
-    "Registry": "domainjobs.registry",
-    "TaskArgumentsError": "domainjobs.binding",
-    "TaskSpec": "domainjobs.registry",
-    "UnknownTaskError": "domainjobs.errors",
-    "UnserializableArgumentsError": "domainjobs.binding",
-    "build_worker": "domainjobs.worker",
-    "build_workers": "domainjobs.worker",
-    "cron": "domainjobs.marks",
-    "discover": "domainjobs.discovery",
-    "on_shutdown": "domainjobs.marks",
-    "on_startup": "domainjobs.marks",
-    "run_workers": "domainjobs.runner",
-    "task": "domainjobs.marks",
+_PUBLIC: dict[str, tuple[str, ...]] = {
+    "domainjobs.brokers.urls": ("queue_from_url", "resolve_url"),
+    "domainjobs.client.handle": ("JobHandle",),
+    "domainjobs.client.jobs": ("Jobs",),
+    "domainjobs.config": ("Settings", "load_settings"),
+    "domainjobs.discovery.builder": ("discover", "discover_configured"),
+    "domainjobs.discovery.marks": ("cron", "on_shutdown", "on_startup", "task"),
+    "domainjobs.errors": (
+        "BrokerUnreachableError",
+        "ConfigError",
+        "DiscoveryError",
+        "DomainJobsError",
+        "DuplicateKeyError",
+        "EmbeddedBrokerError",
+        "ExitCode",
+        "JobFailedError",
+        "JobOptionsError",
+        "JobTimeoutError",
+        "Problem",
+        "TaskArgumentsError",
+        "UnknownTaskError",
+        "UnserializableArgumentsError",
+    ),
+    "domainjobs.options": ("JobOptions",),
+    "domainjobs.registry": ("CronSpec", "Domain", "HookSpec", "Registry", "TaskSpec"),
+    "domainjobs.runtime.runner": ("run_workers",),
+    "domainjobs.runtime.worker": ("build_worker", "build_workers"),
 }
+_LAZY: dict[str, str] = {name: module for module, names in _PUBLIC.items() for name in names}
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BrokerUnreachableError",
     "ConfigError",
     "CronSpec",
     "DiscoveryError",
     "Domain",
     "DomainJobsError",
     "DuplicateKeyError",
+    "EmbeddedBrokerError",
+    "ExitCode",
     "HookSpec",
     "JobFailedError",
     "JobHandle",
@@ -77,6 +97,7 @@ __all__ = [
     "Jobs",
     "Problem",
     "Registry",
+    "Settings",
     "TaskArgumentsError",
     "TaskSpec",
     "UnknownTaskError",
@@ -86,8 +107,12 @@ __all__ = [
     "build_workers",
     "cron",
     "discover",
+    "discover_configured",
+    "load_settings",
     "on_shutdown",
     "on_startup",
+    "queue_from_url",
+    "resolve_url",
     "run_workers",
     "task",
 ]

@@ -1,4 +1,4 @@
-"""Settings, from four places in this order of precedence (DESIGN §5):
+"""Settings, from four places in this order of precedence:
 
 command-line flag > ``DOMAINJOBS_*`` environment variable > ``[tool.domainjobs]`` in the
 app's ``pyproject.toml`` > built-in default.
@@ -10,8 +10,10 @@ import dataclasses
 import os
 import sys
 from collections.abc import Mapping
+from datetime import timezone, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from domainjobs.errors import ConfigError, did_you_mean
 
@@ -150,14 +152,13 @@ def apply_app_dir(settings: Settings) -> None:
         sys.path.insert(0, path)
 
 
-def resolve_url(url: str | None = None, settings: Settings | None = None) -> str:
-    """The broker URL to use: ``url``, else the configured one, else the project's embedded
-    broker (started or attached to; a clear ``ConfigError`` when it is not installed)."""
-    if url:
-        return url
-    settings = settings or load_settings()
-    if settings.url:
-        return settings.url
-    from domainjobs.embedded import embedded_url
-
-    return embedded_url(settings)
+def cron_timezone(name: str) -> tzinfo:
+    """The ``tzinfo`` for an IANA zone name such as ``Europe/Paris`` (``UTC`` by default)."""
+    if name.upper() == "UTC":
+        return timezone.utc
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"cron_tz {name!r} is not a known time zone; use an IANA name like 'Europe/Paris'"
+        ) from None

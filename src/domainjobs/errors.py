@@ -5,6 +5,15 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+from saq.job import Status
+
+if TYPE_CHECKING:
+    from saq.job import Job
+
+    from domainjobs.testing.recorder import JobLog
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,22 @@ class Problem:
     def __str__(self) -> str:
         where = self.where()
         return f"{where}: {self.message}" if where else self.message
+
+
+class ExitCode(IntEnum):
+    """Every exit status of the ``domainjobs`` command (and its worker processes)."""
+
+    OK = 0
+    #: a runtime failure: a broker that stayed unreachable, a hook or job machinery that raised
+    FAILURE = 1
+    #: a usage, configuration or discovery error: fix the input, retrying will not help
+    USAGE = 2
+    #: ``broker status``: the embedded broker is not running (the LSB convention)
+    NOT_RUNNING = 3
+    #: interrupted by SIGINT (Ctrl-C) before anything started
+    INTERRUPTED = 130
+    #: the reader of our output went away (``list --json | head``), as a shell reports SIGPIPE
+    BROKEN_PIPE = 141
 
 
 class DomainJobsError(Exception):
@@ -55,6 +80,81 @@ class UnknownTaskError(DomainJobsError, LookupError):
         self.name = name
         suggestion = did_you_mean(name, known)
         super().__init__(f"unknown task {name!r}{suggestion}")
+
+
+class EmbeddedBrokerError(DomainJobsError):
+    """The embedded server could not be started, reached or stopped."""
+
+
+class BrokerUnreachableError(DomainJobsError):
+    """The broker did not answer within the configured ``connect_timeout``."""
+
+
+class JobFailedError(DomainJobsError):
+    """A job ended failed or aborted. ``job`` is the SAQ job, ``error`` its error text."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.status = Status(job.status)
+        self.error = job.error or ""
+        queue = job.queue.name if job.queue is not None else "?"
+        last = self.error.strip().splitlines()[-1] if self.error.strip() else "no error recorded"
+        super().__init__(
+            f"job {job.key!r} of task {job.function!r} on queue {queue!r} ended "
+            f"{self.status.value}: {last}"
+        )
+
+
+class JobTimeoutError(DomainJobsError, TimeoutError):
+    """Waiting for a job's result took longer than the wait timeout (the job goes on)."""
+
+
+class DuplicateKeyError(DomainJobsError):
+    """A job key is already used by a queued job of another task."""
+
+
+class TaskArgumentsError(DomainJobsError, TypeError):
+    """The arguments given for a task do not bind to its signature."""
+
+
+class UnserializableArgumentsError(DomainJobsError, TypeError):
+    """The queue's serializer cannot encode a task's arguments."""
+
+
+class JobOptionsError(DomainJobsError, ValueError):
+    """A job option given to ``with_options`` is invalid."""
+
+
+class BrokerUnavailableError(ConfigError):
+    """No test broker could be found or started."""
+
+
+class HookError(DomainJobsError):
+    """A shutdown hook raised while a test's worker context was closing."""
+
+
+class UnserializableResultError(DomainJobsError, TypeError):
+    """A task returned a value its queue's serializer cannot store."""
+
+
+class DrainTimeoutError(DomainJobsError, TimeoutError):
+    """``drain`` gave up with jobs still pending; the message lists them."""
+
+
+class JobsFailedError(DomainJobsError, AssertionError):
+    """Jobs ended failed or aborted during a drain; ``jobs`` holds them, the message shows
+    each one's error."""
+
+    def __init__(self, jobs: JobLog) -> None:
+        self.jobs = jobs
+        parts = [f"{len(jobs)} job(s) failed while draining:", jobs.listing()]
+        for job in jobs:
+            parts.append(f"--- {job.describe()}\n{(job.error or '').rstrip()}")
+        super().__init__("\n".join(parts))
+
+
+class WorkersStoppedError(DomainJobsError):
+    """The in-process workers stopped (a startup hook raised, the broker went away)."""
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

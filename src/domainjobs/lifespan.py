@@ -23,8 +23,11 @@ from typing import Any
 
 from saq import Worker
 
-from domainjobs.facade import Jobs
+from domainjobs.client.jobs import Jobs
+from domainjobs.config import cron_timezone, load_settings
 from domainjobs.registry import Registry
+from domainjobs.runtime.runner import run_workers, stop_taking_jobs
+from domainjobs.runtime.worker import build_workers
 
 logger = logging.getLogger("domainjobs")
 
@@ -43,10 +46,6 @@ async def in_process_workers(
     """Run one worker per queue as tasks of the current event loop while the block runs;
     on exit they stop taking jobs, running jobs get ``grace`` seconds, the shutdown hooks
     run. Signals are left to the server (uvicorn, hypercorn, ...)."""
-    from domainjobs.config import load_settings
-    from domainjobs.runner import run_workers, stop_taking_jobs
-    from domainjobs.timezones import cron_timezone
-    from domainjobs.worker import build_workers
 
     worker_kwargs.setdefault("cron_tz", cron_timezone(load_settings().cron_tz))
     workers = build_workers(registry, queues=queues, url=url, **worker_kwargs)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -138,3 +138,8 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self.tasks)
+
+
+#: What ``build_worker``, ``Jobs`` and friends accept: a registry, or the roots to discover
+#: (``None``: the configured roots).
+RegistryOrRoots = Registry | str | Sequence[str] | None

@@ -30,8 +30,10 @@ from typing import Any
 
 from saq.queue import Queue
 
+from domainjobs.brokers.urls import queue_from_url, resolve_url
+from domainjobs.discovery.builder import resolve_registry
 from domainjobs.errors import ConfigError
-from domainjobs.worker import RegistryOrRoots, resolve_registry
+from domainjobs.registry import DEFAULT_QUEUE, RegistryOrRoots
 
 logger = logging.getLogger("domainjobs.web")
 
@@ -137,9 +139,6 @@ class QueueSet:
 
 def make_queues(registry_or_roots: RegistryOrRoots, url: str | None) -> list[Queue]:
     """One queue per queue name of the registry, on the broker at ``url``."""
-    from domainjobs.brokers import queue_from_url
-    from domainjobs.config import resolve_url
-    from domainjobs.registry import DEFAULT_QUEUE
 
     registry = resolve_registry(registry_or_roots)
     broker = resolve_url(url)

@@ -1,5 +1,5 @@
 """The ``domainjobs`` command line (``python -m domainjobs``): parse, dispatch, and turn
-every expected error into one sentence on stderr with the right exit code (DESIGN §4)."""
+every expected error into one sentence on stderr with the right exit code (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from domainjobs.cli.parser import build_parser
-from domainjobs.errors import ConfigError, DiscoveryError, DomainJobsError
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_BROKEN_PIPE = 141  # what a shell reports for a command ended by SIGPIPE
+from domainjobs.errors import ConfigError, DiscoveryError, DomainJobsError, ExitCode
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,22 +20,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = args.handler(args)
     except DiscoveryError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except DomainJobsError as exc:
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:
         # the reader went away (``list --json | head``): stop quietly, as ls or git do
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
+        return ExitCode.BROKEN_PIPE
     except Exception as exc:
         if debug:
             raise
@@ -48,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
             file=sys.stderr,
         )
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
     return status
 
 

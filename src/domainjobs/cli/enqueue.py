@@ -11,14 +11,19 @@ from typing import Any
 
 import redis.exceptions
 
-from domainjobs.binding import TaskArgumentsError, UnserializableArgumentsError
-from domainjobs.brokers import redact
-from domainjobs.cli.common import Subparsers, add_command, discover_from, load
-from domainjobs.config import resolve_url
-from domainjobs.errors import UnknownTaskError
-from domainjobs.facade import DuplicateKeyError, Jobs
-from domainjobs.handle import JobFailedError, JobTimeoutError
-from domainjobs.joboptions import JobOptionsError
+from domainjobs.brokers.urls import redact, resolve_url
+from domainjobs.cli.common import Subparsers, add_command, load
+from domainjobs.client.jobs import Jobs
+from domainjobs.discovery.builder import discover_configured
+from domainjobs.errors import (
+    DuplicateKeyError,
+    JobFailedError,
+    JobOptionsError,
+    JobTimeoutError,
+    TaskArgumentsError,
+    UnknownTaskError,
+    UnserializableArgumentsError,
+)
 
 HELP = """\
 Enqueue one task by its public name, with keyword arguments as a JSON object. Prints the
@@ -127,7 +132,7 @@ def _usage_error(exc: BaseException) -> int:
 def handle(args: argparse.Namespace) -> int:
     """Validate, enqueue, optionally wait; the exit status says how it went."""
     settings = load(args)
-    registry = discover_from(settings)
+    registry = discover_configured(settings)
     try:
         kwargs = parse_kwargs(args.kwargs)
         registry.task(args.name)

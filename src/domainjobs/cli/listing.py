@@ -7,9 +7,10 @@ import json
 import sys
 from typing import Any
 
-from domainjobs.cli.common import Subparsers, add_command, discover_from, load
-from domainjobs.describe import describe_registry
-from domainjobs.timezones import cron_timezone
+from domainjobs.cli.common import Subparsers, add_command, load
+from domainjobs.cli.describe import describe_registry
+from domainjobs.config import cron_timezone
+from domainjobs.discovery.builder import discover_configured
 
 HELP = """\
 Show every discovered domain: its tasks with queue and options, its cron jobs with their
@@ -61,7 +62,7 @@ def render(data: dict[str, Any]) -> str:
 def handle(args: argparse.Namespace) -> int:
     """Discover and print."""
     settings = load(args)
-    data = describe_registry(discover_from(settings), cron_timezone(settings.cron_tz))
+    data = describe_registry(discover_configured(settings), cron_timezone(settings.cron_tz))
     if args.json:
         json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -11,16 +11,17 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from domainjobs import loops
-from domainjobs.brokers import redact
-from domainjobs.cli.common import Subparsers, add_command, discover_from, load
-from domainjobs.config import ENV_PREFIX, FIELDS, Settings, resolve_url
+from domainjobs.brokers.urls import redact, resolve_url
+from domainjobs.cli.common import Subparsers, add_command, load
+from domainjobs.config import ENV_PREFIX, FIELDS, Settings, cron_timezone
+from domainjobs.discovery.builder import discover_configured
 from domainjobs.errors import ConfigError, did_you_mean
-from domainjobs.logs import LOG_FORMATS, LOG_LEVELS, JobLogger, setup_logging
 from domainjobs.registry import Registry
-from domainjobs.runner import DEFAULT_GRACE, STOP_SIGNALS, run_workers
-from domainjobs.timezones import cron_timezone
-from domainjobs.worker import WORKER_DEFAULTS, build_workers
+from domainjobs.runtime import loops
+from domainjobs.runtime.logs import LOG_FORMATS, LOG_LEVELS, JobLogger, setup_logging
+from domainjobs.runtime.runner import DEFAULT_GRACE, STOP_SIGNALS, run_workers
+from domainjobs.runtime.supervisor import Supervisor
+from domainjobs.runtime.worker import WORKER_DEFAULTS, build_workers
 
 logger = logging.getLogger("domainjobs")
 
@@ -157,7 +158,7 @@ def handle(args: argparse.Namespace) -> int:
         settings = settings.replace(queues=tuple(args.queues))
     setup_logging(args.debug, args.log_format, args.log_level)
     loop = loops.loop_name(args.loop)
-    registry = discover_from(settings)
+    registry = discover_configured(settings)
     for name in settings.queues:
         if name not in registry.queues:
             raise ConfigError(
@@ -178,7 +179,7 @@ def handle(args: argparse.Namespace) -> int:
 
 def web_parts(args: argparse.Namespace, registry: Registry, url: str) -> tuple[Any, Any]:
     """The web UI app and its bound socket, or a ``ConfigError`` before any worker starts."""
-    from domainjobs import web
+    from domainjobs import web  # needs the 'web' extra (starlette, uvicorn)
 
     web.check_exposure(args.host, web.credentials_from_env() is not None, args.web_insecure)
     app = web.create_app(registry, url)
@@ -191,7 +192,7 @@ async def with_web(
     """Run ``body`` with the web UI served beside it (when ``--web``)."""
     if not args.web:
         return await body
-    from domainjobs import web
+    from domainjobs import web  # needs the 'web' extra (starlette, uvicorn)
 
     try:
         app, sock = web_parts(args, registry, url)
@@ -305,10 +306,9 @@ async def supervise(
     args: argparse.Namespace, settings: Settings, registry: Registry, url: str
 ) -> int:
     """Supervise ``--processes`` worker processes (and watch files with ``--reload``)."""
-    from domainjobs.supervisor import Supervisor
 
     if args.reload:
-        from domainjobs import reload
+        from domainjobs.runtime import reload  # needs the 'reload' extra (watchfiles)
 
         reload.ensure_available()
     env = child_environment(settings, url)

@@ -13,13 +13,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from domainjobs.brokers import redact
-from domainjobs.cli.common import Subparsers, add_command, discover_from, load
+from domainjobs.brokers.urls import redact, resolve_url
+from domainjobs.cli.common import Subparsers, add_command, load
 from domainjobs.cli.enqueue import BROKER_ERRORS
-from domainjobs.config import resolve_url
+from domainjobs.client.health import run_check
+from domainjobs.client.jobs import Jobs
+from domainjobs.client.status import QueueStatus
+from domainjobs.discovery.builder import discover_configured
 from domainjobs.errors import ConfigError, did_you_mean
-from domainjobs.facade import Jobs
-from domainjobs.queuestatus import QueueStatus
 from domainjobs.registry import Registry
 
 HELP = """\
@@ -112,12 +113,10 @@ def render(statuses: Sequence[QueueStatus], url: str) -> str:
 def handle(args: argparse.Namespace) -> int:
     """Read the counts and print them."""
     settings = load(args)
-    registry = discover_from(settings)
+    registry = discover_configured(settings)
     queues = pick_queues(registry, args.queues)
     url = resolve_url(None, settings)
-    if args.check:  # issue 6: cheap enough for a container probe (no job scan)
-        from domainjobs.health import run_check
-
+    if args.check:  # cheap enough for a container probe (no job scan)
         return run_check(url, queues)
     try:
         statuses = asyncio.run(collect(registry, url, queues))

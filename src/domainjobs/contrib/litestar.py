@@ -15,7 +15,7 @@ then work as before.
 Naming: litestar-saq drops the name of a ``(name, function)`` tuple and registers the
 function under its ``__qualname__`` (as SAQ's cron scheduler also does), so each task is
 given as a clone of its function whose ``__qualname__`` is the public name
-(``domainjobs.worker.renamed``): same code, no wrapper, no extra call per job.
+(``domainjobs.runtime.worker.renamed``): same code, no wrapper, no extra call per job.
 """
 
 from __future__ import annotations
@@ -24,9 +24,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from domainjobs.hooks import HookRunner
-from domainjobs.registry import DEFAULT_QUEUE, CronSpec, Registry
-from domainjobs.worker import RegistryOrRoots, renamed, resolve_registry, saq_cron_job
+from domainjobs.brokers.urls import bad_url, resolve_url
+from domainjobs.config import cron_timezone, load_settings
+from domainjobs.discovery.builder import resolve_registry
+from domainjobs.registry import DEFAULT_QUEUE, CronSpec, Registry, RegistryOrRoots
+from domainjobs.runtime.hooks import HookRunner
+from domainjobs.runtime.worker import renamed, saq_cron_job
 
 
 def public_functions(registry: Registry, queue: str) -> list[Callable[..., Any]]:
@@ -63,7 +66,6 @@ def _broker(url: str) -> dict[str, Any]:
         import redis.asyncio as aioredis
 
         return {"broker_instance": aioredis.from_url(url)}
-    from domainjobs.brokers import bad_url
 
     raise bad_url(url, "is not a broker litestar-saq can use (redis, rediss, unix, postgresql)")
 
@@ -83,9 +85,6 @@ def queue_configs(
     ``per_queue={"billing": {...}}`` to one. ``cron_tz`` defaults to the configured zone.
     """
     from litestar_saq import QueueConfig
-
-    from domainjobs.config import load_settings, resolve_url
-    from domainjobs.timezones import cron_timezone
 
     registry = resolve_registry(registry_or_roots)
     settings = load_settings()

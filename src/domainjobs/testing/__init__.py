@@ -19,26 +19,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from domainjobs._pytest_entry import activate, activate_if_running
+from domainjobs.errors import (
+    BrokerUnavailableError,
+    DrainTimeoutError,
+    HookError,
+    JobsFailedError,
+    UnserializableResultError,
+    WorkersStoppedError,
+)
 from domainjobs.testing.broker import (
     TEST_URL_VARIABLE,
-    BrokerUnavailableError,
     find_server_binary,
     reset_broker,
     throwaway_broker,
     throwaway_server,
 )
-from domainjobs.testing.context import (
-    HookError,
-    TaskRunner,
-    UnserializableResultError,
-    run_task,
-)
-from domainjobs.testing.harness import (
-    DrainTimeoutError,
-    JobsFailedError,
-    JobsHarness,
-    WorkersStoppedError,
-)
+from domainjobs.testing.context import TaskRunner, run_task
+from domainjobs.testing.harness import JobsHarness
 from domainjobs.testing.recorder import EnqueueRecorder, JobLog, RecordedJob
 
 if TYPE_CHECKING:
@@ -67,13 +65,11 @@ __all__ = [
 
 def pytest_configure(config: pytest.Config) -> None:
     """``pytest -p domainjobs.testing`` / ``pytest_plugins``: register the fixtures."""
-    from domainjobs.testing_entry import activate
 
     activate(config)
 
 
 def _activate_on_import() -> None:
-    from domainjobs.testing_entry import activate_if_running
 
     activate_if_running()
 

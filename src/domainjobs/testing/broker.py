@@ -20,7 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from domainjobs.errors import ConfigError
+from domainjobs.brokers.urls import redact
+from domainjobs.errors import (
+    BrokerUnavailableError,
+    ConfigError,
+)
 
 #: The environment variable naming a broker the tests may use (and empty) as they like.
 TEST_URL_VARIABLE = "DOMAINJOBS_TEST_URL"
@@ -31,15 +35,11 @@ REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
 START_TIMEOUT = 15.0
 
 
-class BrokerUnavailableError(ConfigError):
-    """No test broker could be found or started."""
-
-
 def find_server_binary() -> str | None:
     """The Redis-protocol server to start: the embedded extra's bundled binary if it is
     installed, else ``valkey-server`` or ``redis-server`` on PATH; None if there is none."""
-    try:
-        from domainjobs.embedded import find_server_binary as find_embedded
+    try:  # the embedded broker's module needs a POSIX system (fcntl)
+        from domainjobs.brokers.embedded import find_server_binary as find_embedded
     except ImportError:  # pragma: no cover - the embedded broker needs a POSIX system
         return shutil.which("valkey-server") or shutil.which("redis-server")
     found = find_embedded()
@@ -55,8 +55,6 @@ def check_test_url(url: str) -> str:
     """``url`` if it names a Redis-protocol broker, else a ``ConfigError`` saying so."""
     scheme = urlsplit(url).scheme.lower()
     if scheme not in REDIS_SCHEMES:
-        from domainjobs.brokers import redact
-
         raise ConfigError(
             f"test broker URL {redact(url)!r} is not a Redis-protocol URL: domainjobs.testing "
             "empties the test broker before each test and supports redis://, rediss://, "

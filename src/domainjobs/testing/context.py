@@ -30,22 +30,17 @@ from saq.utils import now
 from saq.worker import ensure_coroutine_function, ensure_coroutine_function_many
 from typing_extensions import ParamSpec, Self
 
-from domainjobs.binding import Binder, check_serializable, dump_function
-from domainjobs.errors import DomainJobsError
-from domainjobs.hooks import HookRunner, hooks_of
-from domainjobs.registry import DEFAULT_QUEUE, Registry, TaskSpec
-from domainjobs.worker import RegistryOrRoots, build_workers, resolve_registry
+from domainjobs.brokers.redis import SweepSafeRedisQueue
+from domainjobs.brokers.urls import queue_from_url
+from domainjobs.client.arguments import Binder, check_serializable, dump_function
+from domainjobs.discovery.builder import resolve_registry
+from domainjobs.errors import DomainJobsError, HookError, UnserializableResultError
+from domainjobs.registry import DEFAULT_QUEUE, Registry, RegistryOrRoots, TaskSpec
+from domainjobs.runtime.hooks import HookRunner, hooks_of
+from domainjobs.runtime.worker import build_workers
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class HookError(DomainJobsError):
-    """A shutdown hook raised while a test's worker context was closing."""
-
-
-class UnserializableResultError(DomainJobsError, TypeError):
-    """A task returned a value its queue's serializer cannot store."""
 
 
 NO_BROKER_MESSAGE = (
@@ -61,8 +56,6 @@ def offline_queue(name: str) -> Queue:
     import redis.asyncio as aioredis
     from redis.asyncio.connection import Connection
     from redis.exceptions import ConnectionError as RedisConnectionError
-
-    from domainjobs.sweep import SweepSafeRedisQueue
 
     class NoBrokerConnection(Connection):
         async def connect(self) -> None:
@@ -121,7 +114,6 @@ class TaskRunner:
         """Build the workers and run their startup functions (the startup hooks, once)."""
         if self.workers:
             return
-        from domainjobs.brokers import queue_from_url
 
         registry = self.registry
         names: Sequence[str] = registry.queues or (DEFAULT_QUEUE,)

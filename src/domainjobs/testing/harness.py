@@ -23,15 +23,21 @@ from typing import Any
 from saq import Worker
 from typing_extensions import Self
 
-from domainjobs.errors import DomainJobsError
-from domainjobs.facade import Jobs
-from domainjobs.hooks import hooks_of
-from domainjobs.registry import Registry
-from domainjobs.runner import stop_taking_jobs
+from domainjobs.client.jobs import Jobs
+from domainjobs.discovery.builder import resolve_registry
+from domainjobs.errors import (
+    DomainJobsError,
+    DrainTimeoutError,
+    HookError,
+    JobsFailedError,
+    WorkersStoppedError,
+)
+from domainjobs.registry import Registry, RegistryOrRoots
+from domainjobs.runtime.hooks import hooks_of
+from domainjobs.runtime.runner import run_workers, stop_taking_jobs
+from domainjobs.runtime.worker import build_workers
 from domainjobs.testing.broker import check_test_url, reset_broker, throwaway_broker
-from domainjobs.testing.context import HookError
 from domainjobs.testing.recorder import EnqueueRecorder, JobLog, queue_names
-from domainjobs.worker import RegistryOrRoots, build_workers, resolve_registry
 
 #: Seconds an idle worker slot blocks waiting for a job: how soon the workers stop.
 DEQUEUE_TIMEOUT = 0.1
@@ -41,26 +47,6 @@ DRAIN_TIMEOUT = 30.0
 
 #: Seconds the workers get to run their startup hooks.
 START_TIMEOUT = 30.0
-
-
-class DrainTimeoutError(DomainJobsError, TimeoutError):
-    """``drain`` gave up with jobs still pending; the message lists them."""
-
-
-class JobsFailedError(DomainJobsError, AssertionError):
-    """Jobs ended failed or aborted during a drain; ``jobs`` holds them, the message shows
-    each one's error."""
-
-    def __init__(self, jobs: JobLog) -> None:
-        self.jobs = jobs
-        parts = [f"{len(jobs)} job(s) failed while draining:", jobs.listing()]
-        for job in jobs:
-            parts.append(f"--- {job.describe()}\n{(job.error or '').rstrip()}")
-        super().__init__("\n".join(parts))
-
-
-class WorkersStoppedError(DomainJobsError):
-    """The in-process workers stopped (a startup hook raised, the broker went away)."""
 
 
 class _ErrorLog(logging.Handler):
@@ -197,7 +183,6 @@ class JobsHarness:
 
     async def start_workers(self) -> None:
         """Start one worker per queue in this process and wait for their startup hooks."""
-        from domainjobs.runner import run_workers
 
         if self._run is not None:
             return

@@ -1,5 +1,5 @@
 """The pytest fixtures of ``domainjobs.testing`` (registered when a project opts in; see
-``domainjobs.testing_entry``). The async ones need pytest-asyncio, in either mode.
+``domainjobs._pytest_entry``). The async ones need pytest-asyncio, in either mode.
 
 ========================  ==================================================================
 ``run_task``              ``await run_task(task, **kwargs)``: one task, run directly with
@@ -32,7 +32,9 @@ except ImportError:  # pragma: no cover - depends on the user's environment
         "domainjobs.testing's fixtures need pytest-asyncio: pip install 'domainjobs[testing]'"
     ) from None
 
-from domainjobs.facade import Jobs
+from domainjobs.client.jobs import Jobs
+from domainjobs.config import apply_app_dir, load_settings
+from domainjobs.discovery.builder import discover_configured
 from domainjobs.registry import Registry
 from domainjobs.testing.broker import reset_broker, throwaway_broker
 from domainjobs.testing.context import TaskRunner
@@ -73,12 +75,9 @@ def domainjobs_registry() -> Registry:
     """The registry of the configured roots (``[tool.domainjobs] roots`` of the project's
     pyproject.toml, ``DOMAINJOBS_ROOTS``, else ``app.domain``). Override this fixture in
     your conftest.py to discover other roots."""
-    from domainjobs.config import apply_app_dir, load_settings
-    from domainjobs.discovery import discover
-
     settings = load_settings()
     apply_app_dir(settings)
-    return discover(settings.roots, include=settings.include, exclude=settings.exclude)
+    return discover_configured(settings)
 
 
 @pytest.fixture(scope="session")

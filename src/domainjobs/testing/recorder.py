@@ -20,7 +20,7 @@ from saq.job import Job, Status
 from domainjobs.registry import DEFAULT_QUEUE, Registry
 
 if TYPE_CHECKING:
-    from domainjobs.facade import Jobs
+    from domainjobs.client.jobs import Jobs
 
 TaskRef = str | Callable[..., Any]
 

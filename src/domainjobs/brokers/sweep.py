@@ -1,4 +1,4 @@
-"""What the sweep does with each job it finds taken by a worker (DESIGN §7, docs/reliability.md).
+"""What the sweep does with each job it finds taken by a worker (docs/reliability.md).
 
 The rules are the same for every broker; ``sweep_redis`` and ``sweep_postgres`` only gather
 the facts (the job, whether its worker still holds its lease, how long an entry has been

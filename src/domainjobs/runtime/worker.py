@@ -13,39 +13,20 @@ from saq import Worker
 from saq.job import CronJob
 from saq.queue import Queue
 
-from domainjobs import cronticks
-from domainjobs.hooks import HookRunner, attach_hooks
-from domainjobs.registry import DEFAULT_QUEUE, CronSpec, Registry
-
-RegistryOrRoots = Registry | str | Sequence[str] | None
+from domainjobs.brokers.urls import queue_from_url, resolve_url
+from domainjobs.discovery.builder import resolve_registry
+from domainjobs.registry import DEFAULT_QUEUE, CronSpec, Registry, RegistryOrRoots
+from domainjobs.runtime import cron as cronticks
+from domainjobs.runtime.hooks import HookRunner, attach_hooks
 
 #: The worker is the one place a SAQ function name is set: a task's public name.
 #: ``timers["sweep"]``: how often the queue is swept for dead workers' jobs (SAQ: 60 s);
 #: safe to run often because domainjobs' queues never sweep a job a worker just took
-#: (see ``domainjobs.sweep`` and docs/reliability.md).
+#: (see ``domainjobs.brokers.sweep`` and docs/reliability.md).
 WORKER_DEFAULTS: dict[str, Any] = {
     "concurrency": 10,
-    "timers": {"sweep": 2},  # = domainjobs.sweep.SWEEP_PERIOD
+    "timers": {"sweep": 2},  # = domainjobs.brokers.sweep.SWEEP_PERIOD
 }
-
-
-def resolve_registry(registry_or_roots: RegistryOrRoots) -> Registry:
-    """A registry as given, or discovered from roots (default: the configured roots)."""
-    if isinstance(registry_or_roots, Registry):
-        return registry_or_roots
-    from domainjobs.discovery import discover
-
-    if registry_or_roots is None:
-        from domainjobs.config import load_settings
-
-        settings = load_settings()
-        return discover(
-            settings.roots,
-            include=settings.include,
-            exclude=settings.exclude,
-            entry_points=settings.entry_points,
-        )
-    return discover(registry_or_roots)
 
 
 def renamed(function: Callable[..., Any], name: str) -> Callable[..., Any]:
@@ -99,8 +80,6 @@ def saq_cron_job(spec: CronSpec) -> CronJob[Any]:
 def _make_queue(queue: str | Queue, url: str | None) -> Queue:
     if isinstance(queue, Queue):
         return queue
-    from domainjobs.brokers import queue_from_url
-    from domainjobs.config import resolve_url
 
     return queue_from_url(resolve_url(url), queue)
 

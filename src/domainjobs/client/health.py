@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 from saq.queue import Queue
 
+from domainjobs.brokers.urls import queue_from_url, redact
+
 
 @dataclasses.dataclass(frozen=True)
 class QueueHealth:
@@ -38,7 +40,6 @@ async def queue_health(queues: Sequence[Queue]) -> list[QueueHealth]:
 
 async def check(url: str, names: Sequence[str]) -> list[QueueHealth]:
     """Connect to the broker at ``url`` and report every queue in ``names``."""
-    from domainjobs.brokers import queue_from_url
 
     queues = [queue_from_url(url, name) for name in names]
     try:
@@ -54,8 +55,6 @@ def run_check(url: str, names: Sequence[str]) -> int:
     """``status --check``: print one line and return the exit status (0 healthy, 1 not)."""
     import asyncio
     import sys
-
-    from domainjobs.brokers import redact
 
     try:
         report = asyncio.run(check(url, names))

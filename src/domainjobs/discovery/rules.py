@@ -1,4 +1,4 @@
-"""The rules of what counts as what inside one jobs module (DESIGN §2).
+"""The rules of what counts as what inside one jobs module (docs/discovery.md).
 
 - A marked function (``@task``, ``@cron``, ``@on_startup``, ``@on_shutdown``) counts
   wherever it stands in a domain's jobs modules.
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Literal
 
+from domainjobs.discovery.loader import display_path
+from domainjobs.discovery.marks import Mark, get_mark
 from domainjobs.errors import Problem
-from domainjobs.loader import display_path
-from domainjobs.marks import Mark, get_mark
 
 #: What unmarked functions of a module count as.
 Fallback = Literal["task", "startup", "shutdown", None]

@@ -1,4 +1,4 @@
-"""``SweepSafePostgresQueue``: SAQ's PostgreSQL queue with worker leases (DESIGN §7).
+"""``SweepSafePostgresQueue``: SAQ's PostgreSQL queue with worker leases (docs/reliability.md).
 
 SAQ's PostgreSQL dequeue marks a job ``active`` in the same transaction that takes it, so
 the Redis race (a job taken but not yet marked, aborted by the sweep) does not exist here.
@@ -24,8 +24,8 @@ from saq.job import Job, Status
 from saq.queue.postgres import ENQUEUE, PostgresQueue
 from saq.utils import now, now_seconds
 
-from domainjobs.leases import LeaseHolder
-from domainjobs.sweep_rules import (
+from domainjobs.brokers.leases import LeaseHolder
+from domainjobs.brokers.sweep import (
     LOST_AFTER,
     MAX_LOST,
     SETTLE,

@@ -1,4 +1,4 @@
-"""``SweepSafeRedisQueue``: SAQ's Redis queue whose sweep loses no job (DESIGN §7).
+"""``SweepSafeRedisQueue``: SAQ's Redis queue whose sweep loses no job (docs/reliability.md).
 
 Plain SAQ's ``dequeue`` moves a job id to the active list (BLMOVE) and only later does the
 worker write the job's status ``active``; its sweep aborts every job in the active list whose
@@ -28,8 +28,8 @@ from saq.job import Job, Status
 from saq.queue.redis import RedisQueue
 from saq.utils import now
 
-from domainjobs.leases import LeaseHolder
-from domainjobs.sweep_rules import (
+from domainjobs.brokers.leases import LeaseHolder
+from domainjobs.brokers.sweep import (
     LOST_AFTER,
     MAX_LOST,
     SETTLE,

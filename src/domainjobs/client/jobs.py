@@ -25,30 +25,28 @@ from saq.job import Job, Status
 from saq.queue import Queue
 from typing_extensions import Self
 
-from domainjobs.binding import (
-    Binder,
+from domainjobs.brokers.urls import queue_from_url, resolve_url
+from domainjobs.client.arguments import Binder, check_serializable, dump_function, plain_values
+from domainjobs.client.handle import JobHandle
+from domainjobs.client.pending import Pending, PendingList, PendingListWithErrors
+from domainjobs.client.status import QueueStatus, queue_status
+from domainjobs.client.waiting import CompletionListener, has_notifications, wait_for_job
+from domainjobs.discovery.builder import resolve_registry
+from domainjobs.errors import (
+    DomainJobsError,
+    DuplicateKeyError,
+    JobFailedError,
+    JobTimeoutError,
     TaskArgumentsError,
-    check_serializable,
-    dump_function,
-    plain_values,
 )
-from domainjobs.errors import DomainJobsError
-from domainjobs.handle import JobFailedError, JobHandle, JobTimeoutError
-from domainjobs.joboptions import NO_OPTIONS, JobOptions
-from domainjobs.pending import Pending, PendingList, PendingListWithErrors
-from domainjobs.queuestatus import QueueStatus, queue_status
+from domainjobs.options import NO_OPTIONS, JobOptions
 from domainjobs.registry import Registry, TaskSpec
-from domainjobs.waiting import CompletionListener, has_notifications, wait_for_job
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 RegistryOrRoots = Registry | str | Sequence[str] | None
 TaskRef = str | Callable[..., Any]
-
-
-class DuplicateKeyError(DomainJobsError):
-    """A job key is already used by a queued job of another task."""
 
 
 class _State:
@@ -104,8 +102,6 @@ class Jobs:
 
     async def open(self) -> None:
         """Resolve the registry and broker URL (queues connect on first use)."""
-        from domainjobs.config import resolve_url
-        from domainjobs.worker import resolve_registry
 
         state = self._state
         if state.registry is None:
@@ -135,8 +131,6 @@ class Jobs:
         """The registry (discovered on first use when roots were given)."""
         state = self._state
         if state.registry is None:
-            from domainjobs.worker import resolve_registry
-
             state.registry = resolve_registry(state.registry_or_roots)
         return state.registry
 
@@ -236,8 +230,6 @@ class Jobs:
         async with lock:
             queue = state.queues.get(name)
             if queue is None:
-                from domainjobs.brokers import queue_from_url
-
                 assert state.url is not None
                 queue = queue_from_url(state.url, name)
                 await queue.connect()

@@ -13,17 +13,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from domainjobs.errors import DomainJobsError, did_you_mean
+from domainjobs.errors import (
+    TaskArgumentsError,
+    UnserializableArgumentsError,
+    did_you_mean,
+)
 from domainjobs.registry import TaskSpec
-
-
-class TaskArgumentsError(DomainJobsError, TypeError):
-    """The arguments given for a task do not bind to its signature."""
-
-
-class UnserializableArgumentsError(DomainJobsError, TypeError):
-    """The queue's serializer cannot encode a task's arguments."""
-
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 

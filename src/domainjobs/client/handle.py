@@ -8,32 +8,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from saq.job import Job, Status
 from saq.utils import now_seconds
 
-from domainjobs.errors import DomainJobsError
+from domainjobs.errors import JobFailedError
 
 if TYPE_CHECKING:
-    from domainjobs.facade import Jobs
+    from domainjobs.client.jobs import Jobs
 
 R_co = TypeVar("R_co", covariant=True)
 T = TypeVar("T")
-
-
-class JobFailedError(DomainJobsError):
-    """A job ended failed or aborted. ``job`` is the SAQ job, ``error`` its error text."""
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        self.status = Status(job.status)
-        self.error = job.error or ""
-        queue = job.queue.name if job.queue is not None else "?"
-        last = self.error.strip().splitlines()[-1] if self.error.strip() else "no error recorded"
-        super().__init__(
-            f"job {job.key!r} of task {job.function!r} on queue {queue!r} ended "
-            f"{self.status.value}: {last}"
-        )
-
-
-class JobTimeoutError(DomainJobsError, TimeoutError):
-    """Waiting for a job's result took longer than the wait timeout (the job goes on)."""
 
 
 class JobHandle(Generic[R_co]):

@@ -1,7 +1,7 @@
 """Turn a broker URL into SAQ queues, wait for a broker that is not up yet, and keep
 passwords out of everything we print.
 
-Accepted URLs (DESIGN §6): ``redis://``, ``rediss://`` (TLS), ``unix://`` socket paths,
+Accepted URLs (docs/brokers.md): ``redis://``, ``rediss://`` (TLS), ``unix://`` socket paths,
 ``valkey://``/``valkeys://`` (the same protocol), and ``postgresql://``/``postgres://``
 (SAQ's ``PostgresQueue``, extra ``postgres``). Anything else is a ``ConfigError`` that lists
 these forms.
@@ -17,7 +17,13 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 from saq.queue import Queue
 
-from domainjobs.errors import ConfigError, DomainJobsError
+from domainjobs.brokers.embedded import embedded_url
+from domainjobs.brokers.redis import SweepSafeRedisQueue
+from domainjobs.config import Settings, load_settings
+from domainjobs.errors import (
+    BrokerUnreachableError,
+    ConfigError,
+)
 
 logger = logging.getLogger("domainjobs")
 
@@ -36,10 +42,6 @@ SECRET_QUERY_KEYS = ("password", "pass", "passwd", "sslpassword")
 #: Seconds between connection attempts: the first retry, then doubled up to the cap.
 FIRST_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 5.0
-
-
-class BrokerUnreachableError(DomainJobsError):
-    """The broker did not answer within the configured ``connect_timeout``."""
 
 
 def _secrets(url: str) -> list[str]:
@@ -111,8 +113,6 @@ def _scheme(url: str) -> str:
 def _redis_queue(url: str, name: str, queue_kwargs: dict[str, Any]) -> Queue:
     import redis.asyncio as aioredis
 
-    from domainjobs.sweep import SweepSafeRedisQueue
-
     scheme = _scheme(url)
     original = url
     if scheme.startswith("valkey"):
@@ -152,10 +152,9 @@ def _postgres_queue(url: str, name: str, queue_kwargs: dict[str, Any]) -> Queue:
     port = str(params.get("port") or "5432")
     if not all(p.strip().isdigit() for p in port.split(",")):
         raise bad_url(url, f"has a port {port!r} that is not a number")
-    from domainjobs.sweep import postgres_queue_class
+    from domainjobs.brokers.postgres import SweepSafePostgresQueue  # psycopg: optional extra
 
-    queue_class = postgres_queue_class()
-    queue: Queue = queue_class.from_url(url, name=name, **queue_kwargs)  # type: ignore[attr-defined]
+    queue: Queue = SweepSafePostgresQueue.from_url(url, name=name, **queue_kwargs)
     return queue
 
 
@@ -281,3 +280,14 @@ async def wait_for_broker(queue: Queue, timeout: float = 30.0) -> None:
         if attempt > 1:
             logger.info("broker %s reachable after %d attempts", where, attempt)
         return
+
+
+def resolve_url(url: str | None = None, settings: Settings | None = None) -> str:
+    """The broker URL to use: ``url``, else the configured one, else the project's embedded
+    broker (started or attached to; a clear ``ConfigError`` when it is not installed)."""
+    if url:
+        return url
+    settings = settings or load_settings()
+    if settings.url:
+        return settings.url
+    return embedded_url(settings)

@@ -44,7 +44,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from domainjobs.config import Settings, find_pyproject
-from domainjobs.errors import ConfigError, DomainJobsError
+from domainjobs.errors import (
+    ConfigError,
+    EmbeddedBrokerError,
+)
 
 if sys.platform != "win32":
     import fcntl
@@ -68,10 +71,6 @@ HOW_TO_POINT_ELSEWHERE = (
     "set DOMAINJOBS_URL (or --url, or url in [tool.domainjobs] of pyproject.toml) "
     "to redis://... or postgresql://... to use a real broker"
 )
-
-
-class EmbeddedBrokerError(DomainJobsError):
-    """The embedded server could not be started, reached or stopped."""
 
 
 def find_server_binary() -> Path | None:

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
+from domainjobs.discovery.loader import display_path, import_module, module_exists, module_file
 from domainjobs.errors import Problem
-from domainjobs.loader import display_path, import_module, module_exists, module_file
 
 ENTRY_POINT_GROUP = "domainjobs.domains"
 

@@ -22,7 +22,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from saq.job import TERMINAL_STATUSES, Job, Status
+from saq.job import TERMINAL_STATUSES, Job
 from saq.queue import Queue
 
 logger = logging.getLogger("domainjobs")
@@ -186,8 +186,3 @@ async def wait_for_job(
     finally:
         if listener is not None and future is not None:
             listener.unwatch(job_id, future)
-
-
-def is_terminal(status: Status | str) -> bool:
-    """True for complete, failed and aborted."""
-    return str(getattr(status, "value", status)) in TERMINAL_VALUES

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 if TYPE_CHECKING:
-    from domainjobs.handle import JobFailedError
+    from domainjobs.errors import JobFailedError
 
 R_co = TypeVar("R_co", covariant=True)
 T = TypeVar("T")

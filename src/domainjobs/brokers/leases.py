@@ -1,5 +1,5 @@
 """Worker leases (and SAQ's stuck-job step), shared by the sweep-safe Redis and PostgreSQL
-queues (DESIGN §7).
+queues (docs/reliability.md).
 
 Every worker process holds a lease per worker id in the broker, renewed while its queue is
 connected; the sweep puts a job back on its queue as soon as the lease of the worker running

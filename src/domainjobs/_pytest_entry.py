@@ -26,7 +26,9 @@ def activate(config: pytest.Config) -> None:
     """Register the fixtures plugin with ``config`` (once)."""
     if config.pluginmanager.has_plugin(FIXTURES_PLUGIN):
         return
-    from domainjobs.testing import plugin
+    from domainjobs.testing import (
+        plugin,  # only once a project opts in: keeps pytest start-up cheap
+    )
 
     config.pluginmanager.register(plugin, FIXTURES_PLUGIN)
 

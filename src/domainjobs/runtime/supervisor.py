@@ -26,10 +26,11 @@ import signal
 import time
 from collections.abc import Mapping, Sequence
 
-logger = logging.getLogger("domainjobs.supervisor")
+from domainjobs.errors import ExitCode
+
+logger = logging.getLogger("domainjobs.runtime.supervisor")
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-EXIT_USAGE = 2
 
 
 def describe_exit(returncode: int) -> str:
@@ -174,9 +175,9 @@ class Supervisor:
                 logger.info("%s (recycled); starting a new one", what)
                 failures = 0
                 continue
-            if returncode == EXIT_USAGE and not self.restart_on_usage_error:
+            if returncode == ExitCode.USAGE and not self.restart_on_usage_error:
                 logger.error("%s (a configuration or discovery error): stopping", what)
-                self._fatal = EXIT_USAGE
+                self._fatal = ExitCode.USAGE
                 self.stop()
                 return
             failures = failures + 1 if lived < self.stable_after else 1

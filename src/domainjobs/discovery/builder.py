@@ -14,10 +14,19 @@ from typing import Any
 from croniter import croniter
 from saq.job import CronJob
 
-from domainjobs.domains import DomainLocation, find_domains
+from domainjobs.config import Settings, load_settings
+from domainjobs.discovery.domains import DomainLocation, find_domains
+from domainjobs.discovery.loader import display_path, import_module, import_tree, module_exists
+from domainjobs.discovery.marks import Mark
+from domainjobs.discovery.rules import (
+    Fallback,
+    Found,
+    context_problem,
+    line_of,
+    package_owner,
+    select,
+)
 from domainjobs.errors import DiscoveryError, Problem
-from domainjobs.loader import display_path, import_module, import_tree, module_exists
-from domainjobs.marks import Mark
 from domainjobs.options import DOMAIN_DEFAULT_KEYS, JOB_OPTIONS, option_errors
 from domainjobs.registry import (
     DEFAULT_QUEUE,
@@ -26,15 +35,8 @@ from domainjobs.registry import (
     HookSpec,
     Origin,
     Registry,
+    RegistryOrRoots,
     TaskSpec,
-)
-from domainjobs.selection import (
-    Fallback,
-    Found,
-    context_problem,
-    line_of,
-    package_owner,
-    select,
 )
 
 DEFAULT_ROOTS = ("app.domain",)
@@ -84,7 +86,6 @@ class _Builder:
     startup: list[HookSpec] = field(default_factory=list)
     shutdown: list[HookSpec] = field(default_factory=list)
     pending_crons: list[_PendingCron] = field(default_factory=list)
-    domain_packages: dict[str, str] = field(default_factory=dict)
     package_domains: dict[str, str] = field(default_factory=dict)
     hook_functions: set[tuple[str, int]] = field(default_factory=set)
 
@@ -366,7 +367,6 @@ def discover(
         use_entry_points=entry_points,
         problems=builder.problems,
     )
-    builder.domain_packages = {loc.name: loc.package for loc in locations}
     builder.package_domains = {loc.package: loc.name for loc in locations}
     for location in locations:
         _load_domain(location, builder)
@@ -389,3 +389,24 @@ def split_roots(roots: str | Sequence[str] | None) -> list[str]:
         return list(DEFAULT_ROOTS)
     items = [roots] if isinstance(roots, str) else list(roots)
     return [part.strip() for item in items for part in item.split(",") if part.strip()]
+
+
+def discover_configured(settings: Settings | None = None) -> Registry:
+    """``discover()`` with the configured roots, domain filters and entry points (``settings``,
+    else the settings loaded from the environment and pyproject.toml)."""
+    settings = settings or load_settings()
+    return discover(
+        settings.roots,
+        include=settings.include,
+        exclude=settings.exclude,
+        entry_points=settings.entry_points,
+    )
+
+
+def resolve_registry(registry_or_roots: RegistryOrRoots) -> Registry:
+    """A registry as given, or discovered from roots (default: the configured roots)."""
+    if isinstance(registry_or_roots, Registry):
+        return registry_or_roots
+    if registry_or_roots is None:
+        return discover_configured()
+    return discover(registry_or_roots)

@@ -25,7 +25,8 @@ from typing import Any
 
 from saq import Worker
 
-from domainjobs.hooks import hooks_of
+from domainjobs.brokers.urls import wait_for_broker
+from domainjobs.runtime.hooks import hooks_of
 
 logger = logging.getLogger("domainjobs")
 
@@ -206,7 +207,6 @@ async def run_workers(
     raised, the broker was unreachable, ...) or a shutdown hook raised.
     """
     queues = list({id(w.queue): w.queue for w in workers}.values())
-    from domainjobs.brokers import wait_for_broker  # retries an unreachable broker (issue 5)
 
     for queue in queues:
         await wait_for_broker(queue, connect_timeout)

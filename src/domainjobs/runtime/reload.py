@@ -14,7 +14,7 @@ from pathlib import Path
 
 from domainjobs.errors import ConfigError
 
-logger = logging.getLogger("domainjobs.reload")
+logger = logging.getLogger("domainjobs.runtime.reload")
 
 
 def ensure_available() -> None:
