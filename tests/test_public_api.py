@@ -112,3 +112,34 @@ def test_import_domainjobs_is_cheap() -> None:
     code = "import sys, domainjobs; print(sorted(m for m in sys.modules if m.startswith('saq')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_every_listed_private_saq_attribute_still_exists() -> None:
+    """The audit list of private SAQ names we touch matches the installed SAQ."""
+    from saq.queue.postgres import PostgresQueue
+    from saq.queue.redis import RedisQueue
+    from saq.worker import Worker
+
+    from domainjobs.runtime.saq_internals import PRIVATE_ATTRIBUTES
+
+    owners = {
+        "saq.worker.Worker": Worker,
+        "saq.queue.redis.RedisQueue": RedisQueue,
+        "saq.queue.postgres.PostgresQueue": PostgresQueue,
+    }
+    for owner, name, _, _ in PRIVATE_ATTRIBUTES:
+        cls = owners[owner]
+        source = pathlib.Path(sys.modules[cls.__module__].__file__ or "").read_text()
+        assert hasattr(cls, name) or f"self.{name} =" in source, f"{owner}.{name} is gone"
+
+
+def test_no_module_patches_a_saq_worker_after_construction() -> None:
+    """Hooks, cron ticks and graceful stop ride on ``DomainWorker``; nothing assigns to a
+    worker's methods or SAQ attributes from outside."""
+    offenders = []
+    pattern = re.compile(r"\bworker\.(schedule|upkeep|before_process|after_process|SIGNALS)\s*=")
+    for path in SRC.rglob("*.py"):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line):
+                offenders.append(f"{path.relative_to(SRC)}:{number}")
+    assert offenders == []

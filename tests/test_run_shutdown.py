@@ -72,8 +72,9 @@ async def test_run_workers_stops_gracefully_when_its_stop_event_is_set(redis_url
     period enforced (a job longer than it is re-queued, not lost)."""
     import asyncio
 
-    from saq import Queue, Worker
+    from saq import Queue
 
+    from domainjobs import DomainWorker
     from domainjobs.runtime.runner import run_workers
 
     started = asyncio.Event()
@@ -83,7 +84,7 @@ async def test_run_workers_stops_gracefully_when_its_stop_event_is_set(redis_url
         await asyncio.sleep(60)
 
     queue = Queue.from_url(redis_url, name="inproc")
-    worker = Worker(queue, [("slow", slow)], concurrency=2)
+    worker = DomainWorker(queue, [("slow", slow)], concurrency=2)
     stop = asyncio.Event()
     runner = asyncio.create_task(run_workers([worker], handle_signals=False, grace=0.5, stop=stop))
     check = Queue.from_url(redis_url, name="inproc")

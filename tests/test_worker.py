@@ -242,3 +242,37 @@ async def test_failed_startup_skips_shutdown_hooks_of_unstarted_domains(
     assert status == 1
     # a's hooks ran and a's shutdown saw a's context; b never finished starting
     assert log.read_text().splitlines() == ["a_open", "b_open", "a_close"]
+
+
+async def test_user_hooks_are_merged_with_the_registry_hooks(make_app, redis_url):
+    """``build_worker(startup=..., before_process=...)`` adds the caller's functions beside
+    ours instead of failing with a duplicate keyword."""
+    from domainjobs import DomainWorker, build_worker
+
+    calls: list[str] = []
+
+    async def my_startup(ctx):
+        calls.append("startup")
+
+    async def my_before(ctx):
+        calls.append("before")
+
+    base = make_app(HOOKED_APP)
+    worker = build_worker(
+        f"{base.name}.domain", url=redis_url, startup=my_startup, before_process=[my_before]
+    )
+    assert isinstance(worker, DomainWorker)
+    assert my_startup in worker.startup
+    assert worker.startup[0] == worker.hooks.startup
+    assert my_before in worker.before_process
+
+
+async def test_run_workers_refuses_a_plain_saq_worker(redis_url):
+    from saq import Queue, Worker
+
+    from domainjobs import ConfigError
+    from domainjobs.runtime.runner import run_workers
+
+    queue = Queue.from_url(redis_url)
+    with pytest.raises(ConfigError, match="plain Worker"):
+        await run_workers([Worker(queue, [])], handle_signals=False)

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from domainjobs.options import JobOptions
     from domainjobs.registry import CronSpec, Domain, HookSpec, Registry, TaskSpec
     from domainjobs.runtime.runner import run_workers
-    from domainjobs.runtime.worker import build_worker, build_workers
+    from domainjobs.runtime.worker import DomainWorker, build_worker, build_workers
 
 #: Where each public name is defined. Imported on first use (PEP 562), so that
 #: ``import domainjobs`` (and the pytest entry point) costs next to nothing.
@@ -72,7 +72,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "domainjobs.options": ("JobOptions",),
     "domainjobs.registry": ("CronSpec", "Domain", "HookSpec", "Registry", "TaskSpec"),
     "domainjobs.runtime.runner": ("run_workers",),
-    "domainjobs.runtime.worker": ("build_worker", "build_workers"),
+    "domainjobs.runtime.worker": ("DomainWorker", "build_worker", "build_workers"),
 }
 _LAZY: dict[str, str] = {name: module for module, names in _PUBLIC.items() for name in names}
 
@@ -85,6 +85,7 @@ __all__ = [
     "DiscoveryError",
     "Domain",
     "DomainJobsError",
+    "DomainWorker",
     "DuplicateKeyError",
     "EmbeddedBrokerError",
     "ExitCode",

@@ -21,13 +21,11 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from saq import Worker
-
 from domainjobs.client.jobs import Jobs
 from domainjobs.config import cron_timezone, load_settings
 from domainjobs.registry import Registry
-from domainjobs.runtime.runner import run_workers, stop_taking_jobs
-from domainjobs.runtime.worker import build_workers
+from domainjobs.runtime.runner import run_workers
+from domainjobs.runtime.worker import DomainWorker, build_workers
 
 logger = logging.getLogger("domainjobs")
 
@@ -42,7 +40,7 @@ async def in_process_workers(
     queues: Sequence[str] | None = None,
     grace: float = 10.0,
     **worker_kwargs: Any,
-) -> AsyncIterator[list[Worker[Any]]]:
+) -> AsyncIterator[list[DomainWorker]]:
     """Run one worker per queue as tasks of the current event loop while the block runs;
     on exit they stop taking jobs, running jobs get ``grace`` seconds, the shutdown hooks
     run. Signals are left to the server (uvicorn, hypercorn, ...)."""
@@ -69,7 +67,7 @@ async def in_process_workers(
         stopping = True
         while not runner.done():  # repeated: a worker that was still starting sees it too
             for worker in workers:
-                stop_taking_jobs(worker)
+                worker.stop_taking_jobs()
             await asyncio.wait({runner}, timeout=0.1)
         status = runner.result()
         if status:

@@ -61,12 +61,3 @@ async def schedule_each_tick(worker: Worker[Any], lock: int = 1) -> None:
     job_ids = await worker.queue.schedule(lock)
     if job_ids:
         logger.debug("scheduled %s", job_ids)
-
-
-def install(worker: Worker[Any]) -> None:
-    """Make ``worker`` schedule its cron jobs once per tick (before it starts)."""
-
-    async def schedule(lock: int = 1) -> None:
-        await schedule_each_tick(worker, lock)
-
-    worker.schedule = schedule  # type: ignore[method-assign]

@@ -20,9 +20,6 @@ from domainjobs.registry import HookSpec
 
 logger = logging.getLogger("domainjobs")
 
-#: Attribute under which a worker built by domainjobs carries its ``HookRunner``.
-HOOKS_ATTRIBUTE = "domainjobs_hooks"
-
 
 async def call_hook(hook: HookSpec, ctx: dict[str, Any]) -> None:
     """Call one hook with the context: awaited if async, in a thread if plain."""
@@ -114,14 +111,3 @@ class HookRunner:
                 )
         self._started = None
         self._hook_context = None
-
-
-def attach_hooks(worker: object, hooks: HookRunner) -> None:
-    """Remember which ``HookRunner`` serves ``worker`` (see ``hooks_of``)."""
-    setattr(worker, HOOKS_ATTRIBUTE, hooks)
-
-
-def hooks_of(worker: object) -> HookRunner | None:
-    """The ``HookRunner`` of a worker built by domainjobs, or None for any other worker."""
-    hooks = getattr(worker, HOOKS_ATTRIBUTE, None)
-    return hooks if isinstance(hooks, HookRunner) else None

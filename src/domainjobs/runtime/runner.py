@@ -23,10 +23,9 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
-from saq import Worker
-
 from domainjobs.brokers.urls import wait_for_broker
-from domainjobs.runtime.hooks import hooks_of
+from domainjobs.errors import ConfigError
+from domainjobs.runtime.worker import DomainWorker
 
 logger = logging.getLogger("domainjobs")
 
@@ -35,14 +34,11 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Default seconds running jobs get to finish once a stop is requested.
 DEFAULT_GRACE = 25.0
 
-#: Longest an idle slot blocks in a dequeue: the delay before a stop is noticed.
-IDLE_DEQUEUE_TIMEOUT = 1.0
-
 
 class Shutdown:
     """The stop state of one process's workers: requested (graceful) and forced."""
 
-    def __init__(self, workers: Sequence[Worker[Any]], grace: float) -> None:
+    def __init__(self, workers: Sequence[DomainWorker], grace: float) -> None:
         self.workers = list(workers)
         self.grace = grace
         self.requested = asyncio.Event()
@@ -64,7 +60,7 @@ class Shutdown:
             self.grace,
         )
         for worker in self.workers:
-            stop_taking_jobs(worker)
+            worker.stop_taking_jobs()
 
     async def enforce_grace(self) -> None:
         """After the grace period (or a forced stop), cancel the jobs still running."""
@@ -80,95 +76,21 @@ class Shutdown:
         cancelled: set[asyncio.Task[Any]] = set()
         while True:  # a slot may still hand a just-dequeued job to a function
             for worker in self.workers:
-                for task in running_job_slots(worker):
+                for task in worker.running_job_slots():
                     if task not in cancelled:
                         cancelled.add(task)
                         task.cancel()
             await asyncio.sleep(0.05)
 
 
-def running_job_slots(worker: Worker[Any]) -> list[asyncio.Task[Any]]:
-    """The slot tasks of ``worker`` that are running a job function right now.
-
-    Cancelling such a slot is what makes SAQ re-queue its job (``job.retry("cancelled")``);
-    cancelling the function alone would not, and cancelling an idle slot in the middle of a
-    dequeue could strand the job it was just handed.
-    """
-    slots: dict[Any, asyncio.Task[Any]] = getattr(worker, "domainjobs_slots", {})
-    return [
-        slot
-        for job, context in list(worker.job_task_contexts.items())
-        if not context["task"].done() and (slot := slots.get(job)) is not None and not slot.done()
-    ]
-
-
-def stop_taking_jobs(worker: Worker[Any]) -> None:
-    """Make ``worker`` wind down: no new slots, upkeep loops stopped, running jobs kept."""
-    worker.event.set()
-    for task in list(worker.tasks):
-        if task.get_name() != "process":  # upkeep loops: schedule, sweep, stats, abort
-            task.cancel()
-
-
-def track_slots(worker: Worker[Any]) -> None:
-    """Remember which slot task runs which job (see :func:`running_job_slots`)."""
-    if hasattr(worker, "domainjobs_slots"):
-        return
-    slots: dict[Any, asyncio.Task[Any]] = {}
-
-    async def track_slot(ctx: Any) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            job = ctx["job"]
-            slots[job] = task
-            task.add_done_callback(lambda done: slots.pop(job) if slots.get(job) is done else None)
-
-    worker.domainjobs_slots = slots  # type: ignore[attr-defined]
-    worker.before_process = [track_slot, *(worker.before_process or [])]
-
-
-def end_upkeep_with_worker(worker: Worker[Any]) -> None:
-    """Cancel the upkeep loops as soon as the worker stops (SAQ waits for their sleeps,
-    up to 10 s, e.g. after a burst worker drained its queue)."""
-    if getattr(worker, "domainjobs_upkeep_ends", False):
-        return
-    worker.domainjobs_upkeep_ends = True  # type: ignore[attr-defined]
-    upkeep = worker.upkeep
-
-    async def upkeep_until_stopped() -> list[asyncio.Task[None]]:
-        tasks = await upkeep()
-
-        async def end_upkeep() -> None:
-            await worker.event.wait()
-            for task in tasks:
-                task.cancel()
-
-        return [*tasks, asyncio.create_task(end_upkeep())]
-
-    worker.upkeep = upkeep_until_stopped  # type: ignore[method-assign]
-
-
-def prepare(worker: Worker[Any], grace: float) -> None:
-    """What ``run_workers`` needs of a worker: its own signal handling, slot tracking,
-    upkeep that ends with the worker, a bounded idle dequeue, and a backstop on SAQ's own
-    grace period (ours is enforced by :class:`Shutdown`)."""
-    worker.SIGNALS = []
-    track_slots(worker)
-    end_upkeep_with_worker(worker)
-    if not worker.burst and (not worker.dequeue_timeout or worker.dequeue_timeout > 5):
-        worker.dequeue_timeout = IDLE_DEQUEUE_TIMEOUT
-    worker._shutdown_grace_period_s = int(grace + 2 * max(worker.dequeue_timeout, 1) + 5)
-    worker._cancellation_hard_deadline_s = max(worker._cancellation_hard_deadline_s, 3.0)
-
-
-def jobs_done(workers: Sequence[Worker[Any]]) -> int:
+def jobs_done(workers: Sequence[DomainWorker]) -> int:
     """Jobs that ended in this process so far (completed, failed, retried or aborted)."""
     queues = {id(w.queue): w.queue for w in workers}.values()
     return sum(q.complete + q.failed + q.retried + q.aborted for q in queues)
 
 
 async def _watch_max_jobs(
-    workers: Sequence[Worker[Any]], max_jobs: int, shutdown: Shutdown
+    workers: Sequence[DomainWorker], max_jobs: int, shutdown: Shutdown
 ) -> None:
     while jobs_done(workers) < max_jobs:  # noqa: ASYNC110 - a counter, not an event
         await asyncio.sleep(0.05)
@@ -187,7 +109,7 @@ async def _watch_parent(parent_pid: int, shutdown: Shutdown) -> None:
 
 
 async def run_workers(
-    workers: Sequence[Worker[Any]],
+    workers: Sequence[DomainWorker],
     *,
     handle_signals: bool = True,
     grace: float = DEFAULT_GRACE,
@@ -206,6 +128,13 @@ async def run_workers(
     Returns 0 when every worker stopped cleanly, 1 when a worker failed (a startup hook
     raised, the broker was unreachable, ...) or a shutdown hook raised.
     """
+    for worker in workers:
+        if not isinstance(worker, DomainWorker):
+            raise ConfigError(
+                f"run_workers runs domainjobs workers, but the worker of queue "
+                f"{worker.queue.name!r} is a plain {type(worker).__name__}: make it with "
+                "build_worker(s) or domainjobs.DomainWorker(queue, functions, ...)"
+            )
     queues = list({id(w.queue): w.queue for w in workers}.values())
 
     for queue in queues:
@@ -224,7 +153,7 @@ async def run_workers(
             except (NotImplementedError, RuntimeError):  # not the main thread / Windows
                 pass
     for worker in workers:
-        prepare(worker, grace)
+        worker.prepare_to_run(grace)
     helpers = [asyncio.create_task(shutdown.enforce_grace())]
     if max_jobs:
         helpers.append(asyncio.create_task(_watch_max_jobs(workers, max_jobs, shutdown)))
@@ -262,7 +191,7 @@ async def run_workers(
                 await queue.disconnect()
             except Exception:
                 logger.debug("disconnecting %s failed", queue, exc_info=True)
-    hooks = {id(h): h for w in workers if (h := hooks_of(w)) is not None}
+    hooks = {id(w.hooks): w.hooks for w in workers}
     if any(h.failed_shutdown_hooks for h in hooks.values()):
         status = 1
     logger.info("workers stopped (exit status %d)", status)

@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Concatenate, TypeVar, overload
 
-from saq import Worker
 from saq.job import Job, Status
 from saq.queue import Queue
 from saq.utils import now
@@ -36,8 +35,8 @@ from domainjobs.client.arguments import Binder, check_serializable, dump_functio
 from domainjobs.discovery.builder import resolve_registry
 from domainjobs.errors import DomainJobsError, HookError, UnserializableResultError
 from domainjobs.registry import DEFAULT_QUEUE, Registry, RegistryOrRoots, TaskSpec
-from domainjobs.runtime.hooks import HookRunner, hooks_of
-from domainjobs.runtime.worker import build_workers
+from domainjobs.runtime.hooks import HookRunner
+from domainjobs.runtime.worker import DomainWorker, build_workers
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -87,9 +86,9 @@ class TaskRunner:
         self.url = url
         self._registry: Registry | None = None
         self.hooks: HookRunner | None = None
-        self.workers: dict[str, Worker[Any]] = {}
+        self.workers: dict[str, DomainWorker] = {}
         self._binders: dict[str, Binder] = {}
-        self._started: list[Worker[Any]] = []
+        self._started: list[DomainWorker] = []
 
     @property
     def registry(self) -> Registry:
@@ -122,7 +121,7 @@ class TaskRunner:
         ]
         for worker in build_workers(registry, queues=queues, concurrency=1):
             self.workers[worker.queue.name] = worker
-            self.hooks = hooks_of(worker)
+            self.hooks = worker.hooks
         try:
             for worker in self.workers.values():
                 if self.url:

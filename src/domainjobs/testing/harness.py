@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-from saq import Worker
 from typing_extensions import Self
 
 from domainjobs.client.jobs import Jobs
@@ -33,9 +32,8 @@ from domainjobs.errors import (
     WorkersStoppedError,
 )
 from domainjobs.registry import Registry, RegistryOrRoots
-from domainjobs.runtime.hooks import hooks_of
-from domainjobs.runtime.runner import run_workers, stop_taking_jobs
-from domainjobs.runtime.worker import build_workers
+from domainjobs.runtime.runner import run_workers
+from domainjobs.runtime.worker import DomainWorker, build_workers
 from domainjobs.testing.broker import check_test_url, reset_broker, throwaway_broker
 from domainjobs.testing.recorder import EnqueueRecorder, JobLog, queue_names
 
@@ -98,7 +96,7 @@ class JobsHarness:
         self._broker = contextlib.ExitStack()
         self._jobs: Jobs | None = None
         self._recorder: EnqueueRecorder | None = None
-        self._workers: list[Worker[Any]] = []
+        self._workers: list[DomainWorker] = []
         self._run: asyncio.Task[int] | None = None
         self._errors = _ErrorLog()
         self._reported: set[tuple[str, str]] = set()
@@ -224,7 +222,7 @@ class JobsHarness:
         workers, self._workers = self._workers, []
         try:
             for worker in workers:
-                stop_taking_jobs(worker)
+                worker.stop_taking_jobs()
             status = await run
         finally:
             logging.getLogger("domainjobs").removeHandler(self._errors)
@@ -232,7 +230,7 @@ class JobsHarness:
             {
                 name
                 for worker in workers
-                if (hooks := hooks_of(worker)) is not None
+                if (hooks := worker.hooks) is not None
                 for name in hooks.failed_shutdown_hooks
             }
         )
