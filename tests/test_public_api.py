@@ -143,3 +143,69 @@ def test_no_module_patches_a_saq_worker_after_construction() -> None:
             if pattern.search(line):
                 offenders.append(f"{path.relative_to(SRC)}:{number}")
     assert offenders == []
+
+
+def _import_graph() -> tuple[dict[str, set[str]], list[str]]:
+    """Every import of one of our modules by another (top-level, type-checking or inside a
+    function), and the function-body ones as ``module -> target`` lines."""
+    modules = {}
+    for path in SRC.rglob("*.py"):
+        parts = path.relative_to(SRC.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+
+    def resolve(target: str) -> str:
+        while target and target not in modules:
+            target = target.rsplit(".", 1)[0] if "." in target else ""
+        return target
+
+    edges: dict[str, set[str]] = {m: set() for m in modules}
+    in_functions: list[str] = []
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text())
+        functions = [
+            n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+        ]
+        nested = {id(n) for f in functions for n in ast.walk(f)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                subs = [f"{node.module}.{a.name}" for a in node.names]
+                targets = [s for s in subs if s in modules] or [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for target in map(resolve, targets):
+                if target.startswith("domainjobs.") and target != module:
+                    edges[module].add(target)
+                    if id(node) in nested:
+                        in_functions.append(f"{module} -> {target}")
+    return edges, in_functions
+
+
+def test_no_import_cycles() -> None:
+    edges, _ = _import_graph()
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, stack = set(), list(edges[start])
+        while stack:
+            node = stack.pop()
+            if node == goal:
+                return True
+            if node not in seen:
+                seen.add(node)
+                stack.extend(edges.get(node, ()))
+        return False
+
+    assert [m for m in edges if reaches(m, m)] == []
+
+
+def test_function_body_imports_are_only_for_optional_extras_or_start_up_cost() -> None:
+    _, in_functions = _import_graph()
+    assert sorted(set(in_functions)) == [
+        "domainjobs._pytest_entry -> domainjobs.testing.plugin",  # start-up cost of pytest
+        "domainjobs.brokers.urls -> domainjobs.brokers.postgres",  # extra: postgres
+        "domainjobs.cli.run -> domainjobs.runtime.reload",  # extra: reload
+        "domainjobs.cli.run -> domainjobs.web",  # extra: web
+        "domainjobs.testing.broker -> domainjobs.brokers.embedded",  # POSIX only (fcntl)
+    ]

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from saq.job import Status
 
 if TYPE_CHECKING:
     from saq.job import Job
-
-    from domainjobs.testing.recorder import JobLog
 
 
 @dataclass(frozen=True)
@@ -37,6 +35,35 @@ class Problem:
     def __str__(self) -> str:
         where = self.where()
         return f"{where}: {self.message}" if where else self.message
+
+
+class FailedJob(Protocol):
+    """What ``JobsFailedError`` reads of each failed job (``domainjobs.testing.RecordedJob``)."""
+
+    @property
+    def error(self) -> str | None:
+        """The job's error text (its traceback)."""
+        ...
+
+    def describe(self) -> str:
+        """One line naming the job."""
+        ...
+
+
+class FailedJobs(Protocol):
+    """What ``JobsFailedError`` reads of the failed jobs (``domainjobs.testing.JobLog``)."""
+
+    def __len__(self) -> int:
+        """How many jobs failed."""
+        ...
+
+    def __iter__(self) -> Iterator[FailedJob]:
+        """The failed jobs."""
+        ...
+
+    def listing(self) -> str:
+        """One line per job."""
+        ...
 
 
 class ExitCode(IntEnum):
@@ -145,7 +172,7 @@ class JobsFailedError(DomainJobsError, AssertionError):
     """Jobs ended failed or aborted during a drain; ``jobs`` holds them, the message shows
     each one's error."""
 
-    def __init__(self, jobs: JobLog) -> None:
+    def __init__(self, jobs: FailedJobs) -> None:
         self.jobs = jobs
         parts = [f"{len(jobs)} job(s) failed while draining:", jobs.listing()]
         for job in jobs:

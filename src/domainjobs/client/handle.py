@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 from saq.job import Job, Status
 from saq.utils import now_seconds
 
 from domainjobs.errors import JobFailedError
 
-if TYPE_CHECKING:
-    from domainjobs.client.jobs import Jobs
-
 R_co = TypeVar("R_co", covariant=True)
 T = TypeVar("T")
+
+
+class JobWaiter(Protocol):
+    """What a handle needs of the ``Jobs`` facade that made it: a way to wait for a job."""
+
+    async def wait_for(self, job: Job, timeout: float | None = None) -> Job:
+        """Wait until ``job`` is complete, failed or aborted, and return it."""
+        ...
 
 
 class JobHandle(Generic[R_co]):
@@ -30,7 +35,7 @@ class JobHandle(Generic[R_co]):
 
     __slots__ = ("_jobs", "created", "job")
 
-    def __init__(self, jobs: Jobs, job: Job, created: bool = True) -> None:
+    def __init__(self, jobs: JobWaiter, job: Job, created: bool = True) -> None:
         self._jobs = jobs
         self.job = job
         self.created = created
