@@ -186,9 +186,6 @@ async def test_queue_gauges_are_read_from_the_broker_at_scrape_time(registry, re
     # a broker that does not answer is reported, and the scrape still succeeds
     assert value(page, "domainjobs_queue_up", queue="elsewhere") == 0
     assert value(page, jobs, queue="elsewhere", status="queued") is None
-    # OpenMetrics when the scraper asks for it
-    _, content_type = await render(None, "application/openmetrics-text; version=1.0.0")
-    assert content_type.startswith("application/openmetrics-text")
 
 
 def test_nothing_of_either_extra_is_imported_unless_turned_on(make_app, redis_url):
@@ -308,3 +305,85 @@ def test_processes_2_one_scrape_counts_the_jobs_of_every_child(make_app, redis_u
         assert run.wait() == 0, run.log
     assert "recycled" in run.log
     assert not folder.exists(), "the supervisor removes the metrics folder it made"
+
+
+WRITER = """
+import asyncio, sys
+from saq.job import Job, Status
+from domainjobs.observability.metrics import JobMetrics
+
+metrics = JobMetrics()
+before, after = metrics.job_hooks({"pay.fine": "pay", "pay.boom": "pay"})
+
+async def run(function, status, seconds):
+    job = Job(function=function, queued=1000, started=1000 + int(seconds * 1000), attempts=1)
+    job.status = status
+    ctx = {"job": job}
+    await before(ctx)
+    await after(ctx)
+
+async def main():
+    for i in range(int(sys.argv[1])):
+        await run("pay.fine", Status.COMPLETE, 0.01 * i)
+        await run("pay.boom", Status.FAILED if i % 2 else Status.QUEUED, 2.0)
+
+asyncio.run(main())
+"""
+
+COMPARE = """
+import json, sys
+from prometheus_client import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import CollectorRegistry
+from domainjobs.observability.encoding import MultiProcessSamples
+
+registry = CollectorRegistry()
+MultiProcessCollector(registry)
+print(json.dumps({"theirs": generate_latest(registry).decode(),
+                  "ours": MultiProcessSamples(sys.argv[1]).encode()}))
+"""
+
+
+def without_created(text: str) -> dict:
+    return {k: v for k, v in samples(text).items() if not k[0].endswith("_created")}
+
+
+def test_our_encoders_read_the_same_samples_as_prometheus_client(registry, tmp_path):
+    from prometheus_client import generate_latest
+
+    from domainjobs.observability.encoding import TextEncoder
+
+    # one process: the registry's samples
+    asyncio.run(_run_writer_in_process())
+    ours = TextEncoder().encode(registry.collect())
+    assert without_created(ours) == without_created(generate_latest(registry).decode())
+    assert "_created" not in ours
+    # several processes: two writers' files, summed
+    folder = tmp_path / "multiproc"
+    folder.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
+    for count in (3, 4):
+        subprocess.run([sys.executable, "-c", WRITER, str(count)], env=env, check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", COMPARE, str(folder)],
+        env=env, check=True, timeout=60, capture_output=True, text=True,
+    )  # fmt: skip
+    pages = json.loads(out.stdout)
+    theirs, ours_multi = without_created(pages["theirs"]), without_created(pages["ours"])
+    assert ours_multi == theirs
+    labels = {"task": "pay.fine", "domain": "pay", "queue": "", "status": "complete"}
+    labels = frozenset(labels.items())
+    assert ours_multi[("domainjobs_jobs_finished_total", labels)] == 7  # 3 + 4 runs summed
+
+
+async def _run_writer_in_process() -> None:
+    from saq.job import Job
+
+    metrics = observability.enable_metrics()
+    before, after = metrics.job_hooks({"pay.fine": "pay"})
+    for i in range(5):
+        job = Job(function="pay.fine", queued=1000, started=1000 + i * 7, attempts=1)
+        job.status = Status.COMPLETE if i % 2 else Status.FAILED
+        ctx = {"job": job}
+        await before(ctx)
+        await after(ctx)

@@ -117,7 +117,9 @@ async def test_one_trace_from_a_fastapi_request_through_enqueue_to_the_run(
         await asyncio.wait_for(serving, 30)
 
     [server_span] = [
-        s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER and "invoices" in s.name
+        s
+        for s in exporter.get_finished_spans()
+        if s.kind == SpanKind.SERVER and "invoices" in s.name
     ]
     [publish] = named(exporter, "publish billing")
     [process] = named(exporter, "process billing")
@@ -205,10 +207,8 @@ async def test_cron_runs_start_their_own_trace(spans, make_app, redis_url):
     assert not named(exporter, "publish default")  # the scheduler is not Jobs.enqueue
 
 
-async def test_the_context_is_in_job_meta_where_litestar_saq_reads_it(
-    spans, shop_path, redis_url
-):
-    provider, exporter = spans
+async def test_the_context_is_in_job_meta_where_litestar_saq_reads_it(spans, shop_path, redis_url):
+    _, exporter = spans
     litestar_instrumentation = pytest.importorskip("litestar_saq.instrumentation")
     async with domainjobs.Jobs("app.domain", url=redis_url) as jobs:
         handle = await jobs.enqueue("billing.charge", invoice_id=1)
@@ -231,9 +231,7 @@ async def test_tracing_off_leaves_jobs_untouched(shop_path, redis_url):
     assert stored is not None and CARRIER_KEY not in (stored.meta or {})
 
 
-async def test_the_instrumentor_is_registered_and_turns_tracing_on_and_off(
-    shop_path, redis_url
-):
+async def test_the_instrumentor_is_registered_and_turns_tracing_on_and_off(shop_path, redis_url):
     [entry] = entry_points(group="opentelemetry_instrumentor", name="domainjobs")
     instrumentor_class = entry.load()
     from domainjobs.observability.instrumentor import DomainjobsInstrumentor

@@ -41,7 +41,7 @@ def metrics_endpoint(queue_set: ConnectedQueues) -> Callable[[Any], Awaitable[An
         await queue_set.connect()
         if gauges is None:
             gauges = QueueGauges(queue_set.queues.values())
-        body, content_type = await render(gauges, request.headers.get("accept"))
+        body, content_type = await render(gauges)
         return Response(body, headers={"content-type": content_type})
 
     return metrics

@@ -1,5 +1,5 @@
 """The ``/metrics`` page: job metrics plus per-queue gauges read from the broker at scrape
-time, in Prometheus' text format (or OpenMetrics, when the scraper asks for it).
+time, in Prometheus' text format.
 
 Gauges (labels: ``queue``, and ``status`` on the first):
 
@@ -26,16 +26,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from prometheus_client import REGISTRY
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
 from saq.queue import Queue
 
 from domainjobs.client.status import QueueStatus, WorkerStatus, count_failed
+from domainjobs.observability.encoding import MultiProcessSamples, TextEncoder
 from domainjobs.observability.state import multiprocess_dir
 
 logger = logging.getLogger("domainjobs.observability")
@@ -124,32 +123,27 @@ def queue_families(snapshot: Sequence[tuple[str, QueueStatus | None]]) -> list[M
     return [jobs, workers, up]
 
 
-class _Families:
-    """A collector over fixed families and other collectors (``generate_latest`` input)."""
+#: Prometheus' text format, which every Prometheus version reads.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-    def __init__(self, sources: Sequence[Any], families: Sequence[Metric]) -> None:
-        self.sources = sources
-        self.families = families
-
-    def collect(self) -> Iterator[Metric]:
-        for source in self.sources:
-            yield from source.collect()
-        yield from self.families
+_encoder = TextEncoder()
+_folders: dict[str, MultiProcessSamples] = {}
 
 
-def job_metric_sources(registry: Any = None) -> list[Any]:
-    """Where the job metrics are read from: every process's samples in multi-process mode,
-    else ``registry`` (default: prometheus-client's global one)."""
+def job_metrics_text(registry: Any = None) -> str:
+    """The job metrics: every process's samples in multi-process mode, else those of
+    ``registry`` (default: prometheus-client's global one)."""
     folder = multiprocess_dir()
     if folder is not None:
-        return [MultiProcessCollector(None, path=folder)]  # type: ignore[no-untyped-call]
-    return [registry if registry is not None else REGISTRY]
+        samples = _folders.get(folder)
+        if samples is None:
+            samples = _folders[folder] = MultiProcessSamples(folder, _encoder)
+        return samples.encode()
+    return _encoder.encode((registry if registry is not None else REGISTRY).collect())
 
 
-async def render(
-    gauges: QueueGauges | None, accept: str | None = None, registry: Any = None
-) -> tuple[bytes, str]:
-    """The ``/metrics`` body and its content type, for a scraper sending ``accept``."""
+async def render(gauges: QueueGauges | None, registry: Any = None) -> tuple[bytes, str]:
+    """The ``/metrics`` body and its content type."""
     snapshot = await gauges.read() if gauges is not None else []
-    encoder, content_type = choose_encoder(accept or "")
-    return encoder(_Families(job_metric_sources(registry), queue_families(snapshot))), content_type
+    text = job_metrics_text(registry) + _encoder.encode(queue_families(snapshot))
+    return text.encode("utf-8"), CONTENT_TYPE

@@ -45,14 +45,14 @@ class MetricsServer:
         self.connect = connect
         self.scrapes = 0
 
-    async def _page(self, method: str, path: str, accept: str | None) -> bytes:
+    async def _page(self, method: str, path: str) -> bytes:
         head_only = method == "HEAD"
         if method not in ("GET", "HEAD"):
             return _response("405 Method Not Allowed", b"GET /metrics\n", "text/plain")
         if path == "/metrics":
             if self.connect is not None:
                 await self.connect()
-            body, content_type = await render(self.gauges, accept)
+            body, content_type = await render(self.gauges)
             self.scrapes += 1
             return _response("200 OK", body, content_type, head_only)
         if path == "/":
@@ -64,11 +64,7 @@ class MetricsServer:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
             lines = head.decode("latin-1").split("\r\n")
             method, target, _version = lines[0].split(" ", 2)
-            headers = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            page = await self._page(method, target.split("?", 1)[0], headers.get("accept"))
+            page = await self._page(method, target.split("?", 1)[0])
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
             page = _response("400 Bad Request", b"bad request\n", "text/plain")
         except Exception:
