@@ -6,10 +6,11 @@ of one ``/metrics`` scrape for 200 tasks on 4 queues.
    enabled: the code path of an install without the extras), ``metrics``
    (``enable_metrics``), ``tracing`` (``enable_tracing`` with the OpenTelemetry SDK, a
    ``BatchSpanProcessor`` and an exporter that drops the spans: the SDK's own cost, not a
-   collector's) and ``both``. Each round fills the queue through ``Jobs.enqueue`` (so traced
-   jobs carry their producer's context), then measures this process's CPU time per job
-   until 95 % are done. Also: ``Jobs.enqueue``'s CPU per job with tracing off and on, and
-   Python function calls per job (cProfile) of each variant.
+   collector's), ``both``, and ``unsampled`` (tracing on, but the SDK's sampler drops every
+   trace: what the unsampled jobs of a ratio sampler cost). Each round fills the queue
+   through ``Jobs.enqueue`` (so traced jobs carry their producer's context), then measures
+   this process's CPU time per job until 95 % are done. Also: ``Jobs.enqueue``'s CPU per
+   job in each variant, and Python function calls per job (cProfile).
 2. scrape: 200 tasks in 50 domains on 4 queues, every task run 3 times (a quarter of them
    failing), then ``/metrics`` rendered over and over: in one process, and in
    multi-process mode (``PROMETHEUS_MULTIPROC_DIR``) with two processes' samples, as the
@@ -48,7 +49,7 @@ sys.path.insert(0, str(HERE.parent))  # tests.servers: the suite's throwaway red
 from probe import PROBE_SOURCE  # noqa: E402  (bench/probe.py)
 from tests.servers import redis_server  # noqa: E402
 
-VARIANTS = ("off", "metrics", "tracing", "both")
+VARIANTS = ("off", "metrics", "tracing", "both", "unsampled")
 
 NOOP_TASKS = """
 from djbench_obs import probe
@@ -83,6 +84,7 @@ class _Switch:
             SpanExporter,
             SpanExportResult,
         )
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
         class Drop(SpanExporter):  # type: ignore[misc]
             def export(self, spans: Any) -> Any:
@@ -90,6 +92,9 @@ class _Switch:
 
         self.provider = TracerProvider()
         self.provider.add_span_processor(BatchSpanProcessor(Drop()))
+        # what tracing costs where the sampler drops the trace (a ratio sampler's common case)
+        self.unsampled = TracerProvider(sampler=ALWAYS_OFF)
+        self.unsampled.add_span_processor(BatchSpanProcessor(Drop()))
 
     def set(self, variant: str) -> None:
         from prometheus_client import CollectorRegistry
@@ -100,6 +105,8 @@ class _Switch:
         observability.disable_metrics()
         if variant in ("tracing", "both"):
             observability.enable_tracing(self.provider)
+        if variant == "unsampled":
+            observability.enable_tracing(self.unsampled)
         if variant in ("metrics", "both"):
             observability.enable_metrics(CollectorRegistry())
 
@@ -225,7 +232,8 @@ def print_cpu(result: dict[str, Any]) -> None:
     print(
         "  worker us/job: this process's CPU time per job run (the worker, the probe, and for\n"
         "  tracing the SDK's batch export thread); enqueue us/job: Jobs.enqueue's CPU per job\n"
-        "  (metrics record nothing at enqueue); overhead: vs off, from the medians; pairwise:\n"
+        "  (metrics record nothing at enqueue); unsampled: tracing on, sampler ALWAYS_OFF;\n"
+        "  overhead: vs off, from the medians; pairwise:\n"
         "  median of the per-round ratios; calls/job: Python function calls (cProfile)."
     )
 
