@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -387,3 +388,9 @@ async def _run_writer_in_process() -> None:
         ctx = {"job": job}
         await before(ctx)
         await after(ctx)
+
+
+def test_the_documented_alert_rules_are_the_shipped_file():
+    root = Path(__file__).resolve().parent.parent / "docs"
+    rules = (root / "prometheus" / "domainjobs-alerts.yml").read_text()
+    assert "```yaml\n" + rules + "```" in (root / "observability.md").read_text()

@@ -5,6 +5,7 @@ second, and its HTTP API returns our series with the right labels and counts."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -24,6 +25,9 @@ from tests.conftest import EXAMPLES
 from tests.servers import free_port, wait_for
 
 SHOP = EXAMPLES / "shop"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+ALERTS = DOCS / "prometheus" / "domainjobs-alerts.yml"
+DASHBOARD = DOCS / "grafana" / "domainjobs.json"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
 pytestmark = pytest.mark.skipif(
@@ -36,6 +40,7 @@ global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
+rule_files: ["{rules}"]
 scrape_configs:
   - job_name: domainjobs
     static_configs:
@@ -47,7 +52,7 @@ scrape_configs:
 def prometheus(target_port: int, folder: Path) -> Iterator[str]:
     """A Prometheus server scraping ``127.0.0.1:target_port``; yields its base URL."""
     config = folder / "prometheus.yml"
-    config.write_text(CONFIG.format(port=target_port))
+    config.write_text(CONFIG.format(port=target_port, rules=ALERTS))
     port = free_port()
     log = folder / "prometheus.log"
     with log.open("wb") as out:
@@ -104,6 +109,40 @@ async def enqueue_shop_jobs(url: str) -> None:
         for _ in range(2):
             await jobs.enqueue("catalog.price_of", sku="no-such-sku")  # KeyError: failed
         await jobs.enqueue("accounts.send_welcome_email", user_id=1)
+
+
+def check_docs_queries(base: str) -> None:
+    """The documented alert rules load and evaluate cleanly, and every query of the Grafana
+    dashboard runs against our series and returns data."""
+
+    def rules() -> list[dict] | None:
+        response = httpx.get(f"{base}/api/v1/rules", timeout=10).json()
+        found = [r for g in response["data"]["groups"] for r in g["rules"]]
+        return found if found and all(r.get("lastEvaluation", "").startswith("2") and
+                                      r["health"] == "ok" for r in found) else None  # fmt: skip
+
+    evaluated = wait_for(rules, timeout=30, interval=0.5, what="the alert rules evaluated")
+    assert {r["name"] for r in evaluated} >= {
+        "DomainjobsHighFailureRate",
+        "DomainjobsQueueWaitHigh",
+        "DomainjobsNoLiveWorker",
+        "DomainjobsBrokerDown",
+    }
+    firing = {r["name"] for r in evaluated if r["state"] != "inactive"}
+    assert not firing & {"DomainjobsNoLiveWorker", "DomainjobsBrokerDown"}, firing
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            promql = (
+                target["expr"]
+                .replace("$queue", ".*")
+                .replace("$domain", ".*")
+                .replace("$__rate_interval", "1m")
+            )
+            response = httpx.get(f"{base}/api/v1/query", params={"query": promql}, timeout=10)
+            assert response.status_code == 200, (panel["title"], promql, response.text)
+    queries = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert any("domainjobs_queue_workers" in q for q in queries)
 
 
 @pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "processes-2"])
@@ -174,6 +213,7 @@ def test_prometheus_scrapes_job_and_queue_series_by_task_domain_queue_status(
                 ("billing",): 1,
                 ("default",): 1,
             }
+            check_docs_queries(base)
     finally:
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(60)
