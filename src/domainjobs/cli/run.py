@@ -40,6 +40,7 @@ examples:
   python -m domainjobs run --web --port 8080     # SAQ's UI on http://127.0.0.1:8080
   python -m domainjobs run --reload              # development: restart on code changes
   python -m domainjobs run --burst               # process what is queued, then exit
+  python -m domainjobs run --metrics-port 9500   # Prometheus metrics at :9500/metrics
 """
 
 
