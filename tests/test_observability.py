@@ -268,9 +268,12 @@ def test_the_web_ui_serves_metrics_of_its_workers(make_app, redis_url):
     enqueue(redis_url, "work.noop", 5)
     with Running(["--web", "--port", str(port)], app, redis_url) as run:
         run.wait_log("web UI on")
-        check = lambda page: finished(page, "work.noop") == 5  # noqa: E731
-        page = scrape_until(port, check, "five jobs counted at /metrics")
-        assert value(page, "domainjobs_queue_workers", queue="default") == 1
+
+        def check(page: dict) -> bool:  # the worker registers itself on its first upkeep
+            workers = value(page, "domainjobs_queue_workers", queue="default")
+            return finished(page, "work.noop") == 5 and workers == 1
+
+        page = scrape_until(port, check, "five jobs and the worker at /metrics")
         assert value(page, "domainjobs_queue_jobs", queue="default", status="queued") == 0
         run.signal(signal.SIGTERM)
         assert run.wait() == 0, run.log
