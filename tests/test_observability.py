@@ -397,3 +397,37 @@ def test_the_documented_alert_rules_are_the_shipped_file():
     root = Path(__file__).resolve().parent.parent / "docs"
     rules = (root / "prometheus" / "domainjobs-alerts.yml").read_text()
     assert "```yaml\n" + rules + "```" in (root / "observability.md").read_text()
+
+
+async def test_the_metrics_port_answers_plain_http(registry):
+    from domainjobs.observability.cli import bind
+    from domainjobs.observability.server import MetricsServer
+
+    server = MetricsServer(bind("127.0.0.1", 0), None)
+    port = server.sock.getsockname()[1]
+    stop = asyncio.Event()
+    serving = asyncio.create_task(server.serve(stop))
+
+    async def ask(request: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        return answer
+
+    try:
+        ok = await ask(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, _, body = ok.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        assert b"Content-Type: text/plain; version=0.0.4; charset=utf-8" in head
+        assert f"Content-Length: {len(body)}".encode() in head
+        assert b"# TYPE domainjobs_queue_jobs gauge" in body
+        assert (await ask(b"HEAD /metrics HTTP/1.1\r\n\r\n")).endswith(b"\r\n\r\n")
+        assert (await ask(b"GET /nope HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 404")
+        assert (await ask(b"POST /metrics HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 405")
+        assert (await ask(b"garbage\r\n\r\n")).startswith(b"HTTP/1.1 400")
+        assert server.scrapes == 2
+    finally:
+        stop.set()
+        await asyncio.wait_for(serving, 10)

@@ -65,7 +65,12 @@ class MetricsServer:
             lines = head.decode("latin-1").split("\r\n")
             method, target, _version = lines[0].split(" ", 2)
             page = await self._page(method, target.split("?", 1)[0])
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
+        except (
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            asyncio.TimeoutError,  # not the builtin TimeoutError before Python 3.11
+            ValueError,
+        ):
             page = _response("400 Bad Request", b"bad request\n", "text/plain")
         except Exception:
             logger.exception("metrics: the scrape failed")
