@@ -102,6 +102,7 @@ def test_docs_import_only_public_modules() -> None:
         "domainjobs.lifespan",
         "domainjobs.web",
         "domainjobs.contrib.litestar",
+        "domainjobs.observability",
     }
     private = sorted({f"{doc}: {module}" for doc, module, _ in _doc_imports()} - set())
     assert [p for p in private if p.split(": ")[1] not in public] == []

@@ -5,7 +5,9 @@ Drop ``tasks.py``, ``scheduled.py``, ``startup.py`` and ``shutdown.py`` into
 
 ``domainjobs.__all__`` is the public API. Beside it, these sub-modules are public too:
 ``domainjobs.testing`` (test helpers and pytest fixtures), ``domainjobs.lifespan``
-(``jobs_lifespan``), ``domainjobs.web`` (``create_app``) and ``domainjobs.contrib.litestar``.
+(``jobs_lifespan``), ``domainjobs.web`` (``create_app``), ``domainjobs.contrib.litestar`` and
+``domainjobs.observability`` (``enable_tracing``, ``enable_metrics``; its ``instrumentor``
+module is OpenTelemetry's entry point).
 Every other module is internal: the sub-packages name the pipeline's stages
 (``discovery`` → ``registry`` → ``runtime`` → ``brokers`` → ``client``) and may change
 between releases.

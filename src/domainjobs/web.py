@@ -33,6 +33,7 @@ from saq.queue import Queue
 from domainjobs.brokers.urls import queue_from_url, resolve_url
 from domainjobs.discovery.builder import resolve_registry
 from domainjobs.errors import ConfigError
+from domainjobs.observability.endpoint import metrics_endpoint
 from domainjobs.registry import DEFAULT_QUEUE, RegistryOrRoots
 
 logger = logging.getLogger("domainjobs.web")
@@ -246,6 +247,7 @@ def create_app(
             Route("/api/queues/{queue}/jobs/{job}/abort", abort, methods=["POST"]),
             Mount("/static", GZStaticFiles(directory=STATIC_PATH)),
             Route("/health", health),
+            Route("/metrics", metrics_endpoint(queue_set)),  # Prometheus (extra 'metrics')
         ],
         lifespan=lifespan,
     )

@@ -16,6 +16,7 @@ from domainjobs.cli.common import Subparsers, add_command, load
 from domainjobs.config import ENV_PREFIX, FIELDS, Settings, cron_timezone
 from domainjobs.discovery.builder import discover_configured
 from domainjobs.errors import ConfigError, did_you_mean
+from domainjobs.observability import cli as metrics_cli
 from domainjobs.registry import Registry
 from domainjobs.runtime import loops
 from domainjobs.runtime.logs import LOG_FORMATS, LOG_LEVELS, JobLogger, setup_logging
@@ -39,6 +40,7 @@ examples:
   python -m domainjobs run --web --port 8080     # SAQ's UI on http://127.0.0.1:8080
   python -m domainjobs run --reload              # development: restart on code changes
   python -m domainjobs run --burst               # process what is queued, then exit
+  python -m domainjobs run --metrics-port 9500   # Prometheus metrics at :9500/metrics
 """
 
 
@@ -148,6 +150,7 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
         default="auto",
         help="event loop: auto (uvloop if the 'speed' extra is installed), asyncio, uvloop",
     )
+    metrics_cli.add_arguments(parser)
     parser.set_defaults(handler=handle)
 
 
@@ -232,6 +235,7 @@ async def work(
     extra: dict[str, Any] = {}
     if args.sweep_interval:
         extra["timers"] = {**WORKER_DEFAULTS.get("timers", {}), "sweep": args.sweep_interval}
+    metrics_cli.prepare_worker(args)  # before the workers are built
     workers = build_workers(
         registry,
         queues=settings.queues or None,
@@ -253,18 +257,14 @@ async def work(
         os.getpid(),
         loop,
     )
-    return await with_web(
-        args,
-        registry,
-        url,
-        run_workers(
-            workers,
-            grace=args.grace,
-            max_jobs=args.max_jobs,
-            parent_pid=args.supervised_by,
-            connect_timeout=settings.connect_timeout,
-        ),
+    body = run_workers(
+        workers,
+        grace=args.grace,
+        max_jobs=args.max_jobs,
+        parent_pid=args.supervised_by,
+        connect_timeout=settings.connect_timeout,
     )
+    return await metrics_cli.serving(args, registry, url, with_web(args, registry, url, body))
 
 
 def child_environment(settings: Settings, url: str) -> dict[str, str]:
@@ -299,7 +299,7 @@ def child_command(args: argparse.Namespace) -> list[str]:
         command.append("--burst")
     if args.debug:
         command.append("--debug")
-    return command
+    return command + metrics_cli.child_arguments(args)
 
 
 async def supervise(
@@ -311,6 +311,7 @@ async def supervise(
         from domainjobs.runtime import reload  # needs the 'reload' extra (watchfiles)
 
         reload.ensure_available()
+    metrics_cli.prepare_supervisor(args)  # the children's shared metrics folder
     env = child_environment(settings, url)
     supervisor = Supervisor(
         child_command(args),
@@ -326,13 +327,15 @@ async def supervise(
         redact(url),
     )
     if not args.reload:
-        return await with_web(args, registry, url, supervisor.run())
+        body = with_web(args, registry, url, supervisor.run())
+        return await metrics_cli.serving(args, registry, url, body)
     stop = asyncio.Event()
     watcher = asyncio.create_task(
         reload.watch(env[ENV_PREFIX + "APP_DIR"], supervisor.restart_all, stop)
     )
     try:
-        return await with_web(args, registry, url, supervisor.run())
+        body = with_web(args, registry, url, supervisor.run())
+        return await metrics_cli.serving(args, registry, url, body)
     finally:
         stop.set()
         await watcher

@@ -39,6 +39,7 @@ from domainjobs.errors import (
     JobTimeoutError,
     TaskArgumentsError,
 )
+from domainjobs.observability import state as observed
 from domainjobs.options import NO_OPTIONS, JobOptions
 from domainjobs.registry import Registry, TaskSpec
 
@@ -266,7 +267,10 @@ class Jobs:
             job = Job(function=spec.name, kwargs=bound, **fields)
             future = listener.watch(queue.job_id(job.key)) if listener is not None else None
             try:
-                enqueued = await queue.enqueue(job)
+                publish = observed.PUBLISH  # set while tracing is on
+                enqueued = await (
+                    queue.enqueue(job) if publish is None else publish(queue, job, spec)
+                )
             except BaseException:
                 if listener is not None and future is not None:
                     listener.unwatch(queue.job_id(job.key), future)
@@ -307,7 +311,8 @@ class Jobs:
             check_serializable(spec.name, bound, self._state.dumps[queue.name])
         # the common case inline (one coroutine less); keys and waiters go through _submit
         job = Job(function=spec.name, kwargs=bound, **self._job_fields(spec))
-        enqueued = await queue.enqueue(job)
+        publish = observed.PUBLISH  # set while tracing is on
+        enqueued = await (queue.enqueue(job) if publish is None else publish(queue, job, spec))
         if enqueued is not None:
             return JobHandle(self, enqueued)
         handle, _, _ = await self._submit(spec, bound, watch=False, checked=True)

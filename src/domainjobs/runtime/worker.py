@@ -24,6 +24,7 @@ from saq.queue import Queue
 
 from domainjobs.brokers.urls import queue_from_url, resolve_url
 from domainjobs.discovery.builder import resolve_registry
+from domainjobs.observability import state as observed
 from domainjobs.registry import DEFAULT_QUEUE, CronSpec, Registry, RegistryOrRoots
 from domainjobs.runtime import saq_internals
 from domainjobs.runtime.cron import schedule_each_tick
@@ -215,6 +216,7 @@ def _worker(
     functions = [(spec.name, spec.function) for spec in registry.tasks_for(queue.name)]
     cron_jobs = [saq_cron_job(spec) for spec in registry.crons_for(queue.name)]
     kwargs = {**WORKER_DEFAULTS, "concurrency": concurrency, **saq_worker_kwargs}
+    kwargs = observed.with_job_hooks(registry, kwargs)  # tracing/metrics per job, when on
     # a user's timers={"schedule": 5} keeps our sweep default: the dicts are merged
     kwargs["timers"] = {**WORKER_DEFAULTS["timers"], **(saq_worker_kwargs.get("timers") or {})}
     if kwargs.get("burst") and not kwargs.get("dequeue_timeout"):
