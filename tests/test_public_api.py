@@ -208,5 +208,10 @@ def test_function_body_imports_are_only_for_optional_extras_or_start_up_cost() -
         "domainjobs.brokers.urls -> domainjobs.brokers.postgres",  # extra: postgres
         "domainjobs.cli.run -> domainjobs.runtime.reload",  # extra: reload
         "domainjobs.cli.run -> domainjobs.web",  # extra: web
+        "domainjobs.observability.cli -> domainjobs.observability.exposition",  # extra: metrics
+        "domainjobs.observability.cli -> domainjobs.observability.server",  # extra: metrics
+        "domainjobs.observability.endpoint -> domainjobs.observability.exposition",  # metrics
+        "domainjobs.observability.state -> domainjobs.observability.metrics",  # extra: metrics
+        "domainjobs.observability.state -> domainjobs.observability.tracing",  # extra: otel
         "domainjobs.testing.broker -> domainjobs.brokers.embedded",  # POSIX only (fcntl)
     ]

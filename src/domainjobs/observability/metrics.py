@@ -30,7 +30,7 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from saq.job import Job
 
-from domainjobs.observability.state import JobHook, status_label
+from domainjobs.observability.hooks import JobHook, status_label
 
 NAMESPACE = "domainjobs"
 

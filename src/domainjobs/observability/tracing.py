@@ -27,7 +27,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from domainjobs import __version__
-from domainjobs.observability.state import JobHook, status_label
+from domainjobs.observability.hooks import JobHook, status_label
 
 if TYPE_CHECKING:
     from saq.job import Job
