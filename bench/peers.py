@@ -814,6 +814,41 @@ async def one_round(variant: Variant) -> dict[str, float]:
     return figures
 
 
+async def enqueue_modes(s: Settings) -> dict[str, float]:
+    """Enqueue/s of one client in four ways, same jobs, same server (no worker running):
+    plain SAQ one at a time and ``--in-flight`` at a time, ``Jobs.enqueue`` one at a time,
+    ``Jobs.enqueue_many``."""
+    import redis.asyncio as aioredis
+    from saq import Queue
+
+    from domainjobs import Jobs, discover
+
+    sys.path.insert(0, str(s.folder))
+    client = aioredis.from_url(s.url)
+    queue = Queue.from_url(s.url, name="default")
+    await queue.connect()
+    jobs = Jobs(discover("benchapp.domain", entry_points=False), url=s.url)
+    await jobs.open()
+    modes: dict[str, Callable[[], Awaitable[Any]]] = {
+        "saq_sequential": lambda: in_flight(lambda: queue.enqueue("noop"), s.jobs, 1),
+        "saq_in_flight": lambda: in_flight(lambda: queue.enqueue("noop"), s.jobs, s.in_flight),
+        "jobs_sequential": lambda: in_flight(lambda: jobs.enqueue("bench.noop"), s.jobs, 1),
+        "jobs_enqueue_many": lambda: jobs.enqueue_many("bench.noop", [{}] * s.jobs),
+    }
+    rates = {}
+    try:
+        for mode, run in modes.items():
+            await client.flushall()
+            started = time.perf_counter()
+            await run()
+            rates[mode] = s.jobs / (time.perf_counter() - started)
+    finally:
+        await jobs.close()
+        await queue.disconnect()
+        await client.aclose()
+    return rates
+
+
 MEASURES = (
     ("enqueue", "enqueue/s", "{:,.0f}", True),
     ("noop", "no-op drain/s", "{:,.0f}", True),
@@ -865,6 +900,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120, help="seconds a drain may take")
     parser.add_argument("--url", help="a Redis server to use instead (it is FLUSHALLed)")
     parser.add_argument("--json", help="also write every figure to this JSON file")
+    parser.add_argument(
+        "--no-enqueue-modes",
+        action="store_true",
+        help="skip the per-round comparison of enqueue one by one / in flight / batched",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (logs)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -889,6 +929,7 @@ def main() -> None:
     write_apps(folder)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in runnable}
     labels = {name: known[name].label for name in runnable}
+    modes: list[dict[str, float]] = []
     try:
         with contextlib.ExitStack() as stack:
             url = args.url or stack.enter_context(redis_server())
@@ -910,6 +951,13 @@ def main() -> None:
                         f"CPU {figures['cpu_us']:5.0f} us/job",
                         flush=True,
                     )
+                if not args.no_enqueue_modes:
+                    modes.append(asyncio.run(enqueue_modes(settings)))
+                    print(
+                        f"  round {index + 1} enqueue modes: "
+                        + ", ".join(f"{k} {v:6.0f}/s" for k, v in modes[-1].items()),
+                        flush=True,
+                    )
     finally:
         if args.keep:
             print(f"logs kept in {folder}")
@@ -920,6 +968,12 @@ def main() -> None:
         "(above 1 is better: faster, or less time/CPU)\n"
     )
     print(table(results, labels))
+    if modes:
+        median = {k: statistics.median(m[k] for m in modes) for k in modes[0]}
+        base = median["saq_sequential"]
+        print(f"\nenqueue/s of {args.jobs} no-op jobs, one client, medians:")
+        for mode, rate in median.items():
+            print(f"  {mode:18} {rate:8,.0f}/s  {rate / base:5.2f}x saq_sequential")
     versions = {}
     for dist in ("saq", "redis", "dramatiq", "taskiq", "taskiq-redis", "streaq", "celery"):
         with contextlib.suppress(Exception):
@@ -930,7 +984,8 @@ def main() -> None:
     print(f"ceiling of the 25 ms jobs: {args.concurrency / 0.025:.0f}/s")
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"versions": versions, "rounds": results}, indent=2) + "\n"
+            json.dumps({"versions": versions, "rounds": results, "enqueue_modes": modes}, indent=2)
+            + "\n"
         )
 
 
