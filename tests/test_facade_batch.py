@@ -26,6 +26,8 @@ from domainjobs import (
 from domainjobs.brokers._quiet import SAQ_ENQUEUE_SCRIPT, QuietEnqueue
 from domainjobs.brokers.batch import enqueue_jobs
 from domainjobs.lifespan import in_process_workers
+from tests.conftest import run_cli
+from tests.shop_fixtures import SHOP, env  # noqa: F401  (fixture)
 
 TASKS = """
 from domainjobs import task
@@ -247,3 +249,46 @@ async def test_enqueue_many_on_postgres(make_app, postgres_url):
         async with in_process_workers(registry, url=postgres_url):
             results = [await h.result(timeout=60) for h in handles]
     assert results == [2 * i for i in range(30)]
+
+
+def test_cli_many_enqueues_one_job_per_line(env, redis_url, tmp_path):
+    lines = tmp_path / "skus.jsonl"
+    lines.write_text('{"sku": "tea"}\n\n{"sku": "cake"}\n{"sku": "jam"}\n')
+    result = run_cli("enqueue", "catalog.price_of", "--many", str(lines), cwd=SHOP, env=env)
+    assert result.returncode == 0, result.stderr
+    keys = result.stdout.split()
+    assert len(keys) == 3
+    assert "catalog.price_of: 3 job(s) enqueued on queue 'default'" in result.stderr
+    client = redis.Redis.from_url(redis_url)
+    stored = [json.loads(client.get(f"saq:job:default:{key}")) for key in keys]
+    client.close()
+    assert [job["kwargs"] for job in stored] == [{"sku": "tea"}, {"sku": "cake"}, {"sku": "jam"}]
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "message"),
+    [
+        (
+            '{"sku": "tea"}\n[1]\n',
+            [],
+            "line 2 must be a JSON object of keyword arguments, got list",
+        ),
+        ('{"sku": "tea"}\n{nope\n', [], "line 2 is not valid JSON"),
+        ('{"sku": "tea"}\n{"skew": 1}\n', [], "enqueue_many item 1"),
+        ('{"sku": "tea"}\n', ["--wait"], "cannot be combined with --kwargs, --key or --wait"),
+    ],
+)
+def test_cli_many_checks_every_line_before_enqueueing(
+    env, redis_url, tmp_path, content, extra, message
+):
+    lines = tmp_path / "skus.jsonl"
+    lines.write_text(content)
+    result = run_cli(
+        "enqueue", "catalog.price_of", "--many", str(lines), *extra, cwd=SHOP, env=env
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    client = redis.Redis.from_url(redis_url)
+    assert client.zcard("saq:default:incomplete") == 0
+    client.close()
