@@ -835,13 +835,14 @@ async def enqueue_modes(s: Settings) -> dict[str, float]:
         "jobs_sequential": lambda: in_flight(lambda: jobs.enqueue("bench.noop"), s.jobs, 1),
         "jobs_enqueue_many": lambda: jobs.enqueue_many("bench.noop", [{}] * s.jobs),
     }
-    rates = {}
+    rates: dict[str, float] = {}
     try:
         for mode, run in modes.items():
             await client.flushall()
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             await run()
             rates[mode] = s.jobs / (time.perf_counter() - started)
+            rates[f"{mode}_cpu_us"] = (time.process_time() - cpu) / s.jobs * 1e6
     finally:
         await jobs.close()
         await queue.disconnect()
@@ -955,7 +956,11 @@ def main() -> None:
                     modes.append(asyncio.run(enqueue_modes(settings)))
                     print(
                         f"  round {index + 1} enqueue modes: "
-                        + ", ".join(f"{k} {v:6.0f}/s" for k, v in modes[-1].items()),
+                        + ", ".join(
+                            f"{k} {v:6.0f}/s ({modes[-1][k + '_cpu_us']:.0f} us CPU)"
+                            for k, v in modes[-1].items()
+                            if not k.endswith("_cpu_us")
+                        ),
                         flush=True,
                     )
     finally:
@@ -971,9 +976,16 @@ def main() -> None:
     if modes:
         median = {k: statistics.median(m[k] for m in modes) for k in modes[0]}
         base = median["saq_sequential"]
+        base_cpu = median["saq_sequential_cpu_us"]
         print(f"\nenqueue/s of {args.jobs} no-op jobs, one client, medians:")
         for mode, rate in median.items():
-            print(f"  {mode:18} {rate:8,.0f}/s  {rate / base:5.2f}x saq_sequential")
+            if mode.endswith("_cpu_us"):
+                continue
+            cpu = median[f"{mode}_cpu_us"]
+            print(
+                f"  {mode:18} {rate:8,.0f}/s  {rate / base:5.2f}x saq_sequential; client CPU "
+                f"{cpu:4.0f} us/job ({base_cpu / cpu:5.2f}x less)"
+            )
     versions = {}
     for dist in ("saq", "redis", "dramatiq", "taskiq", "taskiq-redis", "streaq", "celery"):
         with contextlib.suppress(Exception):
