@@ -7,6 +7,7 @@ loop), the same no-op task, jobs enqueued beforehand by a plain SAQ client:
 
 - ``saq``: ``saq.Worker`` on SAQ's own ``RedisQueue`` (the baseline);
 - ``dj``: ``domainjobs.build_worker`` on ``SweepSafeRedisQueue`` (what ships today);
+- ``dj-quiet``: the same with the ``QuietLogs`` mixin (SAQ's "Finished" text not built);
 - ``dj-3rt``: the same worker on a prototype queue with three round trips per job:
   dequeue = one script (LMOVE + GET; BLMOVE only when the queue is empty), mark active =
   one script (SET + PUBLISH), finish = one script (LREM, ZREM, SETEX, PUBLISH). The
@@ -27,6 +28,8 @@ server's ``INFO commandstats``, script-internal commands included), and with
 ``--profile`` the Python function calls per job and the own time split by package.
 
     .venv/bin/python bench/onescript.py [--jobs 3000] [--rounds 5] [--profile]
+    .venv/bin/python bench/onescript.py --only saq,dj --loops asyncio,uvloop
+    BENCH_NO_HIREDIS=1 PYTHONPATH=<folder with peers.py's sitecustomize> ...  # no hiredis
 
 Nothing is asserted.
 """
@@ -56,6 +59,7 @@ from saq.job import Job, Status  # noqa: E402
 from saq.queue.redis import RedisQueue  # noqa: E402
 from tests.servers import redis_server  # noqa: E402
 
+from domainjobs.brokers._quiet import QuietLogs  # noqa: E402
 from domainjobs.brokers.redis import SweepSafeRedisQueue  # noqa: E402
 
 # -- round-trip counter --------------------------------------------------------------------
@@ -210,6 +214,10 @@ class TwoTripsAppend(TwoTrips):
     take_script = TAKE_AND_MARK_APPEND
 
 
+class Quiet(QuietLogs, SweepSafeRedisQueue):
+    """Today's queue with the ``QuietLogs`` mixin (no log text built when not logged)."""
+
+
 # -- the harness ---------------------------------------------------------------------------
 
 PROBE = """
@@ -236,7 +244,7 @@ async def noop(ctx):
     probe.hit()
 """
 
-VARIANTS = ("saq", "dj", "dj-3rt", "dj-2rt", "dj-2rt-append")
+VARIANTS = ("saq", "dj", "dj-quiet", "dj-3rt", "dj-2rt", "dj-2rt-append")
 
 
 def make_app(base: Path) -> None:
@@ -271,6 +279,7 @@ def make_worker(kind: str, url: str, concurrency: int) -> Any:
         )
     queue_class = {
         "dj": SweepSafeRedisQueue,
+        "dj-quiet": Quiet,
         "dj-3rt": ThreeTrips,
         "dj-2rt": TwoTrips,
         "dj-2rt-append": TwoTripsAppend,
@@ -360,6 +369,16 @@ def split_by_package(profiler: cProfile.Profile, jobs: int) -> tuple[float, dict
     return calls, {k: v / whole for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
+def run_on_loop(kind: str, default_loop: str, coro_factory: Any) -> Any:
+    """Run ``coro_factory(variant)`` on the loop named after ``@`` in ``kind``."""
+    variant, _, loop = kind.partition("@")
+    if (loop or default_loop) == "uvloop":
+        import uvloop  # the speed extra
+
+        return uvloop.run(coro_factory(variant))
+    return asyncio.run(coro_factory(variant))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=3000)
@@ -367,12 +386,20 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--only", default=",".join(VARIANTS))
     parser.add_argument("--profile", action="store_true", help="cProfile one more round each")
+    parser.add_argument(
+        "--loops",
+        default="asyncio",
+        help="event loops to run each variant on: asyncio, uvloop or asyncio,uvloop",
+    )
     args = parser.parse_args()
     import logging
 
     logging.getLogger("saq").setLevel(logging.ERROR)
     logging.getLogger("domainjobs").setLevel(logging.WARNING)
-    kinds = [k for k in args.only.split(",") if k]
+    loops = [loop for loop in args.loops.split(",") if loop]
+    kinds = [
+        f"{k}@{loop}" if len(loops) > 1 else k for k in args.only.split(",") if k for loop in loops
+    ]
     base = Path(tempfile.mkdtemp(prefix="dj-bench-os-"))
     make_app(base)
     sys.path.insert(0, str(base))
@@ -380,11 +407,13 @@ def main() -> None:
     try:
         with redis_server() as url:
             for kind in kinds:  # warm-up
-                asyncio.run(one_round(kind, url, 500, args.concurrency))
+                run_on_loop(kind, loops[0], lambda k: one_round(k, url, 500, args.concurrency))
             for index in range(args.rounds):
                 shift = index % len(kinds)
                 for kind in kinds[shift:] + kinds[:shift]:
-                    r = asyncio.run(one_round(kind, url, args.jobs, args.concurrency))
+                    r = run_on_loop(
+                        kind, loops[0], lambda k: one_round(k, url, args.jobs, args.concurrency)
+                    )
                     results[kind].append(r)
                     print(
                         f"  round {index + 1} {kind:13} {r['rate']:6.0f} jobs/s "
@@ -395,7 +424,11 @@ def main() -> None:
             if args.profile:
                 for kind in kinds:
                     profiler = cProfile.Profile()
-                    asyncio.run(one_round(kind, url, args.jobs, args.concurrency, profiler))
+                    run_on_loop(
+                        kind,
+                        loops[0],
+                        lambda k, p=profiler: one_round(k, url, args.jobs, args.concurrency, p),
+                    )
                     profiles[kind] = split_by_package(profiler, int(args.jobs * 0.95))
     finally:
         shutil.rmtree(base, ignore_errors=True)

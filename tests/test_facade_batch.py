@@ -23,7 +23,7 @@ from domainjobs import (
     UnserializableArgumentsError,
     discover,
 )
-from domainjobs.brokers._quiet import SAQ_ENQUEUE_SCRIPT, QuietEnqueue
+from domainjobs.brokers._quiet import SAQ_ENQUEUE_SCRIPT, QuietLogs
 from domainjobs.brokers.batch import enqueue_jobs
 from domainjobs.lifespan import in_process_workers
 from tests.conftest import run_cli
@@ -186,7 +186,7 @@ class CountingJob(Job):
         return super().info(full)
 
 
-class QuietQueue(QuietEnqueue, RedisQueue):
+class QuietQueue(QuietLogs, RedisQueue):
     pass
 
 
@@ -219,6 +219,37 @@ async def test_quiet_enqueue_builds_log_text_only_when_it_is_logged(redis_url, c
         assert any("Enqueuing Job<" in r.getMessage() for r in caplog.records)
         stored = await queue.job("a")
         assert stored is not None and stored.status == Status.QUEUED
+    finally:
+        saq_logger.setLevel(level)
+        await queue.disconnect()
+
+
+async def test_quiet_finish_builds_log_text_only_when_it_is_logged(redis_url, caplog):
+    queue = QuietQueue.from_url(redis_url, name="default")
+    await queue.connect()
+    saq_logger = logging.getLogger("saq")
+    level = saq_logger.level
+    try:
+        saq_logger.setLevel(logging.WARNING)
+        jobs = [CountingJob(function="f", key=k, ttl=60) for k in ("ok", "bad", "gone")]
+        for job in jobs:
+            assert await queue.enqueue(job) is not None
+        CountingJob.infos = 0
+        await queue.finish(jobs[0], Status.COMPLETE, result=7)
+        await queue.finish(jobs[1], Status.FAILED, error="boom")
+        assert CountingJob.infos == 0
+        assert (queue.complete, queue.failed, queue.aborted) == (1, 1, 0)
+        done = await queue.job("ok")
+        assert done is not None and done.status == Status.COMPLETE and done.result == 7
+        assert done.progress == 1.0 and done.completed > 0
+        failed = await queue.job("bad")
+        assert failed is not None and failed.status == Status.FAILED and failed.error == "boom"
+        assert await queue.count("incomplete") == 1
+        saq_logger.setLevel(logging.INFO)
+        with caplog.at_level(logging.INFO, logger="saq"):
+            await queue.finish(jobs[2], Status.ABORTED, error="stop")
+        assert CountingJob.infos == 1 and queue.aborted == 1
+        assert any("Finished Job<" in r.getMessage() for r in caplog.records)
     finally:
         saq_logger.setLevel(level)
         await queue.disconnect()

@@ -5,7 +5,7 @@
 - ``redis`` / ``postgres``: our sweep-safe SAQ queue classes.
 - ``leases``: worker leases shared by both queue classes; ``sweep``: what the sweep decides.
 - ``batch``: many jobs in one pipelined round trip per chunk; ``_quiet``: SAQ's Redis
-  enqueue without building log text that is dropped.
+  enqueue and finish without building log text that is dropped.
 
 Internal: build queues with ``domainjobs.brokers.urls.queue_from_url``.
 """

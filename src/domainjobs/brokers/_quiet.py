@@ -1,10 +1,12 @@
-"""Enqueue on SAQ's Redis queue without paying for log text nobody reads.
+"""SAQ's Redis queue without paying for log text nobody reads.
 
-SAQ's ``RedisQueue._enqueue`` ends with ``logger.info("Enqueuing %s", job.info(...))``:
-the argument, a text built from every field of the job, is computed before the logger
-decides to drop the record, so every enqueue pays for it even with INFO off (as it is in
-``domainjobs run`` and in most web apps). ``QuietEnqueue`` runs the very same server
-script and builds that text only when the ``saq`` logger would emit it.
+SAQ's ``RedisQueue._enqueue`` ends with ``logger.info("Enqueuing %s", job.info(...))`` and
+``Queue.finish`` with ``logger.info("Finished %s", job.info(...))``: the argument, a text
+built from every field of the job, is computed before the logger decides to drop the
+record, so every enqueue and every finished job pays for it even with INFO off (as it is
+in ``domainjobs run`` and in most web apps). ``QuietLogs`` does exactly what those two
+methods do (the very same server script for the enqueue) and builds the text only when
+the ``saq`` logger would emit it.
 
 ``SAQ_ENQUEUE_SCRIPT`` is SAQ's enqueue script byte for byte, so both register the same
 SHA on the server and keep SAQ's stored job format, keys and duplicate-key rule (a job
@@ -14,10 +16,11 @@ whose key is still incomplete, or being aborted, is not enqueued again).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from saq.job import Job
+from saq.job import Job, Status
 from saq.queue.redis import RedisQueue
+from saq.utils import now
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -58,10 +61,10 @@ def log_enqueued(job: Job) -> None:
         saq_logger.info("Enqueuing %s", job.info(saq_logger.isEnabledFor(logging.DEBUG)))
 
 
-class QuietEnqueue(RedisQueue):
-    """Mixin for a ``RedisQueue`` subclass: SAQ's ``_enqueue`` minus the eager log text.
-
-    Put it before ``RedisQueue`` in the bases: ``class Q(QuietEnqueue, RedisQueue)``.
+class QuietLogs(RedisQueue):
+    """Mixin for a ``RedisQueue`` subclass: SAQ's ``_enqueue`` and ``finish`` minus the
+    eager log text. Put it before ``RedisQueue`` in the bases:
+    ``class Q(LeaseHolder, QuietLogs, RedisQueue)``.
     """
 
     async def _enqueue(self, job: Job) -> Job | None:
@@ -75,3 +78,29 @@ class QuietEnqueue(RedisQueue):
                 return None
         log_enqueued(job)
         return job
+
+    async def finish(
+        self,
+        job: Job,
+        status: Status,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``saq.Queue.finish``, its "Finished" text built only when it is logged."""
+        job.status = status
+        job.result = result
+        job.error = error
+        job.completed = now()
+        if status == Status.COMPLETE:
+            job.progress = 1.0
+        await self._finish(job=job, status=status, result=result, error=error, **kwargs)
+        if saq_logger.isEnabledFor(logging.INFO):
+            saq_logger.info("Finished %s", job.info(saq_logger.isEnabledFor(logging.DEBUG)))
+        if status == Status.COMPLETE:
+            self.complete += 1
+        elif status == Status.FAILED:
+            self.failed += 1
+        elif status == Status.ABORTED:
+            self.aborted += 1
