@@ -117,6 +117,7 @@ def test_import_domainjobs_is_cheap() -> None:
 
 def test_every_listed_private_saq_attribute_still_exists() -> None:
     """The audit list of private SAQ names we touch matches the installed SAQ."""
+    from saq.queue.base import Queue
     from saq.queue.postgres import PostgresQueue
     from saq.queue.redis import RedisQueue
     from saq.worker import Worker
@@ -127,6 +128,7 @@ def test_every_listed_private_saq_attribute_still_exists() -> None:
         "saq.worker.Worker": Worker,
         "saq.queue.redis.RedisQueue": RedisQueue,
         "saq.queue.postgres.PostgresQueue": PostgresQueue,
+        "saq.queue.base.Queue": Queue,
     }
     for owner, name, _, _ in PRIVATE_ATTRIBUTES:
         cls = owners[owner]

@@ -21,4 +21,6 @@ async def calls(jobs: Jobs) -> None:
     jobs.with_options(timeout="5")  # error
     jobs.with_options(user_id=1)  # error
     await jobs.enqueue(42)  # error
+    await jobs.enqueue_many(count_welcomes, [1, 2])  # error
+    await jobs.enqueue_many(count_welcomes, {}, 1)  # error
     print(text, number, wrong)

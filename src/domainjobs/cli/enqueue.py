@@ -31,8 +31,13 @@ job's key; with --wait, waits for the job and prints its result as JSON. Exit 0 
 1 when the job failed or the wait timed out, 2 for an unknown task or bad arguments
 (nothing is enqueued then).
 
+With --many FILE it enqueues one job per line of FILE (a JSON object of keyword
+arguments per line; - reads standard input): every line is checked first, then the jobs
+are sent in pipelined batches, and one key per line is printed.
+
 examples:
   python -m domainjobs enqueue accounts.send_welcome_email --kwargs '{"user_id": 1}'
+  python -m domainjobs enqueue accounts.send_welcome_email --many users.jsonl
   python -m domainjobs enqueue billing.charge --kwargs '{"invoice_id": 7}' --wait --timeout 30
   python -m domainjobs enqueue billing.close_books --key books-2024-06-01 --delay 60
 """
@@ -67,6 +72,11 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kwargs", default="{}", metavar="JSON", help="the task's keyword arguments, a JSON object"
     )
+    parser.add_argument(
+        "--many",
+        metavar="FILE",
+        help="one job per line of FILE (JSON objects; - for stdin), sent in batches",
+    )
     parser.add_argument("--wait", action="store_true", help="wait for the job, print its result")
     parser.add_argument(
         "--timeout", type=float, metavar="S", help="with --wait: give up after S seconds (exit 1)"
@@ -79,20 +89,48 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=handle)
 
 
-def parse_kwargs(text: str) -> dict[str, Any]:
-    """The ``--kwargs`` JSON object, or a ``TaskArgumentsError`` saying what is wrong."""
+def _json_object(text: str) -> tuple[dict[str, Any] | None, str]:
+    """``text`` as a JSON object, or None and what is wrong with it."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise TaskArgumentsError(
-            f"--kwargs is not valid JSON ({exc}); example: --kwargs '{{\"user_id\": 1}}'"
-        ) from None
+        return None, f"is not valid JSON ({exc})"
     if not isinstance(value, dict):
-        raise TaskArgumentsError(
-            f"--kwargs must be a JSON object of keyword arguments, got {type(value).__name__}; "
-            "example: --kwargs '{\"user_id\": 1}'"
-        )
+        return None, f"must be a JSON object of keyword arguments, got {type(value).__name__}"
+    return value, ""
+
+
+def parse_kwargs(text: str) -> dict[str, Any]:
+    """The ``--kwargs`` JSON object, or a ``TaskArgumentsError`` saying what is wrong."""
+    value, why = _json_object(text)
+    if value is None:
+        raise TaskArgumentsError(f"--kwargs {why}; example: --kwargs '{{\"user_id\": 1}}'")
     return value
+
+
+def read_many(source: str) -> list[dict[str, Any]]:
+    """The ``--many`` file's objects, one per non-blank line; a ``TaskArgumentsError``
+    names the first bad line."""
+    try:
+        if source == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            with open(source, encoding="utf-8") as handle:
+                lines = handle.read().splitlines()
+    except OSError as exc:
+        raise TaskArgumentsError(f"--many cannot read {source!r} ({exc.strerror})") from None
+    items = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        value, why = _json_object(line)
+        if value is None:
+            raise TaskArgumentsError(
+                f"--many {source!r} line {number} {why}; write one JSON object per line, "
+                'e.g. {"user_id": 1}'
+            )
+        items.append(value)
+    return items
 
 
 def _print_json(value: Any) -> None:
@@ -102,7 +140,12 @@ def _print_json(value: Any) -> None:
         print(json.dumps(repr(value)))
 
 
-async def _enqueue(args: argparse.Namespace, jobs: Jobs, kwargs: dict[str, Any]) -> int:
+async def _enqueue(
+    args: argparse.Namespace,
+    jobs: Jobs,
+    kwargs: dict[str, Any],
+    many: list[dict[str, Any]],
+) -> int:
     view = jobs.with_options(
         key=args.key,
         timeout=args.job_timeout,
@@ -110,6 +153,13 @@ async def _enqueue(args: argparse.Namespace, jobs: Jobs, kwargs: dict[str, Any])
         delay=args.delay,
         wait_timeout=args.timeout,
     )
+    if args.many is not None:
+        handles = await view.enqueue_many(args.name, many)
+        queue = handles[0].queue if handles else jobs.spec(args.name).queue
+        print(f"{args.name}: {len(handles)} job(s) enqueued on queue {queue!r}", file=sys.stderr)
+        for one in handles:
+            print(one.key)
+        return 0
     if not args.wait:
         handle = await view.enqueue(args.name, **kwargs)
         state = "enqueued" if handle.created else "already queued (same key)"
@@ -135,6 +185,14 @@ def handle(args: argparse.Namespace) -> int:
     registry = discover_configured(settings)
     try:
         kwargs = parse_kwargs(args.kwargs)
+        many: list[dict[str, Any]] = []
+        if args.many is not None:
+            if args.wait or args.key or kwargs:
+                raise TaskArgumentsError(
+                    "--many takes each job's arguments from its file, so it cannot be "
+                    "combined with --kwargs, --key or --wait"
+                )
+            many = read_many(args.many)
         registry.task(args.name)
     except VALIDATION_ERRORS as exc:
         return _usage_error(exc)
@@ -142,7 +200,7 @@ def handle(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         async with Jobs(registry, url=url) as jobs:
-            return await _enqueue(args, jobs, kwargs)
+            return await _enqueue(args, jobs, kwargs, many)
 
     try:
         return asyncio.run(main())

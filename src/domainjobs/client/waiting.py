@@ -171,9 +171,9 @@ async def wait_for_job(
                 poll = min(poll * 2, POLL_MAX)
                 continue
             step = recheck if remaining is None else min(recheck, remaining)
-            try:
-                await asyncio.wait_for(asyncio.shield(future), step)
-            except asyncio.TimeoutError:
+            # asyncio.wait leaves the future alone on timeout (no shield layer needed)
+            done, _ = await asyncio.wait((future,), timeout=step)
+            if not done:
                 recheck = min(recheck * 2, RECHECK_MAX)  # a safety re-read, not the usual path
                 check = True
                 continue

@@ -53,6 +53,24 @@ PRIVATE_ATTRIBUTES: tuple[tuple[str, str, str, str], ...] = (
         "the key of SAQ's sweep lock, shared with plain SAQ workers on the same queue",
     ),
     (
+        "saq.queue.redis.RedisQueue",
+        "_enqueue_script",
+        "brokers._quiet, brokers.batch",
+        "SAQ's enqueue script, run in a pipeline for batch enqueues (same stored job, same keys)",
+    ),
+    (
+        "saq.queue.redis.RedisQueue",
+        "_op_sem",
+        "brokers.batch",
+        "SAQ's bound on concurrent operations per queue, honoured by batch enqueues",
+    ),
+    (
+        "saq.queue.base.Queue",
+        "_before_enqueue",
+        "brokers.batch",
+        "runs the queue's before-enqueue callbacks for each job of a batch, as enqueue does",
+    ),
+    (
         "saq.queue.postgres.PostgresQueue",
         "_update",
         "brokers.postgres (override)",
