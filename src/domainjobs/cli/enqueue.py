@@ -24,6 +24,7 @@ from domainjobs.errors import (
     UnknownTaskError,
     UnserializableArgumentsError,
 )
+from domainjobs.options import OPTIONS
 
 HELP = """\
 Enqueue one task by its public name, with keyword arguments as a JSON object. Prints the
@@ -44,6 +45,9 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )
+
+#: The job options ``enqueue`` takes as flags (``--key``, ``--job-timeout``, ...).
+FLAG_OPTIONS = tuple(option for option in OPTIONS if option.flag)
 
 VALIDATION_ERRORS = (
     UnknownTaskError,
@@ -71,11 +75,16 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, metavar="S", help="with --wait: give up after S seconds (exit 1)"
     )
-    options = parser.add_argument_group("job options (the task's defaults apply otherwise)")
-    options.add_argument("--key", help="job key: one queued job per key")
-    options.add_argument("--job-timeout", type=int, metavar="S", help="the job's own timeout")
-    options.add_argument("--retries", type=int, metavar="N", help="attempts before failing")
-    options.add_argument("--delay", type=float, metavar="S", help="run no sooner than S seconds")
+    group = parser.add_argument_group("job options (the task's defaults apply otherwise)")
+    for option in FLAG_OPTIONS:
+        assert option.flag is not None
+        group.add_argument(
+            option.flag,
+            dest=f"option_{option.name}",
+            type=float if float in option.types else option.types[0],
+            metavar=option.metavar,
+            help=option.help,
+        )
     parser.set_defaults(handler=handle)
 
 
@@ -103,13 +112,12 @@ def _print_json(value: Any) -> None:
 
 
 async def _enqueue(args: argparse.Namespace, jobs: Jobs, kwargs: dict[str, Any]) -> int:
-    view = jobs.with_options(
-        key=args.key,
-        timeout=args.job_timeout,
-        retries=args.retries,
-        delay=args.delay,
-        wait_timeout=args.timeout,
-    )
+    options: dict[str, Any] = {
+        option.name: value
+        for option in FLAG_OPTIONS
+        if (value := getattr(args, f"option_{option.name}")) is not None
+    }
+    view = jobs.with_options(wait_timeout=args.timeout, **options)
     if not args.wait:
         handle = await view.enqueue(args.name, **kwargs)
         state = "enqueued" if handle.created else "already queued (same key)"
@@ -122,9 +130,8 @@ async def _enqueue(args: argparse.Namespace, jobs: Jobs, kwargs: dict[str, Any])
 
 
 def _usage_error(exc: BaseException) -> int:
-    text = str(exc).replace(
-        "go in jobs.with_options(...)", "are flags: --key, --job-timeout, --retries, --delay"
-    )
+    flags = ", ".join(option.flag for option in FLAG_OPTIONS if option.flag)
+    text = str(exc).replace("go in jobs.with_options(...)", f"are flags: {flags}")
     print(f"error: {text}", file=sys.stderr)
     return 2
 

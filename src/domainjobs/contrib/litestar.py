@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from domainjobs.brokers.urls import bad_url, resolve_url
 from domainjobs.config import cron_timezone, load_settings
 from domainjobs.discovery.builder import resolve_registry
+from domainjobs.options import CRON_JOB_OPTIONS
 from domainjobs.registry import DEFAULT_QUEUE, CronSpec, Registry, RegistryOrRoots
 from domainjobs.runtime.hooks import HookRunner
 from domainjobs.runtime.worker import renamed, saq_cron_job
@@ -42,15 +43,9 @@ def _cron_job(spec: CronSpec) -> Any:
     from litestar_saq import CronJob
 
     job = saq_cron_job(spec)
+    options = {name: getattr(job, name) for name in CRON_JOB_OPTIONS}
     return CronJob(
-        function=job.function,
-        cron=job.cron,
-        unique=job.unique,
-        timeout=job.timeout,
-        heartbeat=job.heartbeat,
-        retries=job.retries,
-        ttl=job.ttl,
-        kwargs=job.kwargs,
+        function=job.function, cron=job.cron, unique=job.unique, kwargs=job.kwargs, **options
     )
 
 

@@ -27,7 +27,12 @@ from domainjobs.discovery.rules import (
     select,
 )
 from domainjobs.errors import DiscoveryError, Problem
-from domainjobs.options import DOMAIN_DEFAULT_KEYS, JOB_OPTIONS, option_errors
+from domainjobs.options import (
+    CRON_JOB_OPTIONS,
+    DOMAIN_DEFAULT_KEYS,
+    JOB_OPTIONS,
+    option_errors,
+)
 from domainjobs.registry import (
     DEFAULT_QUEUE,
     CronSpec,
@@ -48,8 +53,6 @@ KIND_MODULES: dict[str, Fallback] = {
     "startup": "startup",
     "shutdown": "shutdown",
 }
-
-CRON_JOB_OPTIONS = ("timeout", "heartbeat", "retries", "ttl")
 
 
 @dataclass
@@ -115,9 +118,12 @@ class _Builder:
         if reason:
             self.problem(reason, where)
             return None
-        errors = option_errors(mark.options, tuple(JOB_OPTIONS)) if mark else []
+        allowed = CRON_JOB_OPTIONS if mark and mark.kind == "cron" else tuple(JOB_OPTIONS)
+        errors = option_errors(mark.options, allowed) if mark else []
         for error in errors:
-            self.problem(f"@task on {function.__name__!r}: {error}", where)
+            self.problem(
+                f"@{mark.kind if mark else 'task'} on {function.__name__!r}: {error}", where
+            )
         if errors:
             return None
         name = (mark.name if mark else None) or f"{domain.name}.{function.__name__}"

@@ -7,9 +7,13 @@ function, so a task stays callable (and testable) as plain Python and costs noth
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
+
+from typing_extensions import Unpack
+
+from domainjobs.options import CronOptions, TaskOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,7 +39,7 @@ def get_mark(obj: object) -> Mark | None:
     return mark if isinstance(mark, Mark) else None
 
 
-def _options(**options: Any) -> dict[str, Any]:
+def _options(options: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
@@ -50,15 +54,7 @@ def _apply(function: F, mark: Mark) -> F:
 def task(function: F, /) -> F: ...
 @overload
 def task(
-    *,
-    name: str | None = None,
-    queue: str | None = None,
-    timeout: int | None = None,
-    retries: int | None = None,
-    ttl: int | None = None,
-    heartbeat: int | None = None,
-    retry_delay: float | None = None,
-    retry_backoff: bool | float | None = None,
+    *, name: str | None = None, queue: str | None = None, **options: Unpack[TaskOptions]
 ) -> Callable[[F], F]: ...
 def task(
     function: F | None = None,
@@ -66,32 +62,17 @@ def task(
     *,
     name: str | None = None,
     queue: str | None = None,
-    timeout: int | None = None,
-    retries: int | None = None,
-    ttl: int | None = None,
-    heartbeat: int | None = None,
-    retry_delay: float | None = None,
-    retry_backoff: bool | float | None = None,
+    **options: Unpack[TaskOptions],
 ) -> F | Callable[[F], F]:
     """Mark a function as an on-demand task of its domain.
 
     Usable bare (``@task``) or with options (``@task(queue="mail", timeout=30)``). The
-    options are SAQ job defaults applied when the task is enqueued through domainjobs;
-    ``name`` replaces the public name ``"<domain>.<function>"``.
+    options (``timeout``, ``retries``, ``ttl``, ``heartbeat``, ``retry_delay``,
+    ``retry_backoff``: see ``domainjobs.options.OPTIONS``) are SAQ job defaults applied when
+    the task is enqueued through domainjobs; ``name`` replaces the public name
+    ``"<domain>.<function>"``. Unknown or badly typed options are reported by discovery.
     """
-    mark = Mark(
-        kind="task",
-        name=name,
-        queue=queue,
-        options=_options(
-            timeout=timeout,
-            retries=retries,
-            ttl=ttl,
-            heartbeat=heartbeat,
-            retry_delay=retry_delay,
-            retry_backoff=retry_backoff,
-        ),
-    )
+    mark = Mark(kind="task", name=name, queue=queue, options=_options(options))
     if function is not None:
         return _apply(function, mark)
     return lambda f: _apply(f, mark)
@@ -105,15 +86,14 @@ def cron(
     queue: str | None = None,
     unique: bool = True,
     kwargs: dict[str, Any] | None = None,
-    timeout: int | None = None,
-    retries: int | None = None,
-    ttl: int | None = None,
-    heartbeat: int | None = None,
+    **options: Unpack[CronOptions],
 ) -> Callable[[F], F]:
     """Schedule a function with a cron expression (UTC unless ``cron_tz`` is configured).
 
     The function is also a task of its domain, so it can be enqueued by hand. ``unique``
     (default true) makes every worker agree on one job per tick, as SAQ's ``CronJob`` does.
+    The options (``timeout``, ``retries``, ``ttl``, ``heartbeat``) are those of SAQ's
+    ``CronJob``.
     """
     mark = Mark(
         kind="cron",
@@ -122,7 +102,7 @@ def cron(
         cron=expression,
         unique=unique,
         cron_kwargs=kwargs,
-        options=_options(timeout=timeout, retries=retries, ttl=ttl, heartbeat=heartbeat),
+        options=_options(options),
     )
     return lambda f: _apply(f, mark)
 
