@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import sys
 from pathlib import Path
@@ -188,3 +189,23 @@ def test_list_into_a_closed_pipe_is_quiet():
     )
     assert result.stdout.startswith("{")
     assert "error" not in result.stderr
+
+
+def test_check_and_list_refuse_every_broker_url_run_refuses(tmp_path: Path):
+    # check is the gate before a deploy: it validates the URL as run does, without connecting
+    for url in ("amqp://x", "redis//localhost", "ftp://x", "postgresql://u@h:x/db"):
+        result = run_cli("check", cwd=SHOP, env={"DOMAINJOBS_URL": url})
+        assert result.returncode == 2, (url, result.stderr)
+        assert "broker URL" in result.stderr and "Traceback" not in result.stderr
+        listed = run_cli("list", "--url", url, cwd=SHOP)
+        assert listed.returncode == 2 and "broker URL" in listed.stderr
+    project = tmp_path / "shop"
+    shutil.copytree(SHOP / "app", project / "app")
+    (project / "pyproject.toml").write_text('[tool.domainjobs]\nurl = "redis//localhost"\n')
+    result = run_cli("check", cwd=project)
+    assert result.returncode == 2 and "redis//localhost" in result.stderr
+    # a well-formed URL to a server that is not there is fine: check never connects
+    result = run_cli("check", cwd=SHOP, env={"DOMAINJOBS_URL": "redis://127.0.0.1:1/0"})
+    assert result.returncode == 0, result.stderr
+    result = run_cli("check", cwd=SHOP, env={"DOMAINJOBS_QUEUES": "biling"})
+    assert result.returncode == 2 and "did you mean 'billing'" in result.stderr

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from domainjobs.cli.common import Subparsers, add_command, load
-from domainjobs.config import cron_timezone
+from domainjobs.cli.common import Subparsers, add_command, load, validate_settings
 from domainjobs.discovery.builder import discover_configured
 
 HELP = """\
-Discover every domain and validate it without touching a broker: exit 0 when clean,
-2 with every problem listed on stderr. Run it in CI before deploying.
+Discover every domain and validate it, and every setting `run` would refuse (broker URL,
+cron_tz, queues), without touching a broker: exit 0 when clean, 2 with every problem
+listed on stderr. Run it in CI before deploying.
 
 example:
   python -m domainjobs check --roots app.domain,plugins.domains
@@ -29,8 +29,9 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
 def handle(args: argparse.Namespace) -> int:
     """Discover, and say what was found on stderr."""
     settings = load(args)
-    cron_timezone(settings.cron_tz)  # a bad cron_tz is a configuration error here too
+    validate_settings(settings)  # what run would refuse, before the slower discovery
     registry = discover_configured(settings)
+    validate_settings(settings, registry)
     print(
         f"ok: {len(registry.domains)} domain(s), {len(registry.tasks)} task(s), "
         f"{len(registry.crons)} cron job(s), {len(registry.startup)} startup and "

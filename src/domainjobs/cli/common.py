@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any, TypeAlias
 
-from domainjobs.config import Settings, apply_app_dir, load_settings
+from domainjobs.brokers.urls import queue_from_url
+from domainjobs.config import Settings, apply_app_dir, cron_timezone, load_settings
 from domainjobs.discovery.builder import discover
-from domainjobs.registry import Registry
+from domainjobs.errors import ConfigError, did_you_mean
+from domainjobs.registry import DEFAULT_QUEUE, Registry
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -84,3 +86,20 @@ def discover_configured(settings: Settings) -> Registry:
         exclude=settings.exclude,
         entry_points=settings.entry_points,
     )
+
+
+def validate_settings(settings: Settings, registry: Registry | None = None) -> None:
+    """Raise the ``ConfigError`` ``run`` would raise for these settings, without connecting
+    to anything: a malformed or unsupported broker URL, an unknown ``cron_tz``, and (given
+    the registry) a configured queue that no task uses."""
+    if settings.url:
+        queue_from_url(settings.url, DEFAULT_QUEUE)  # parsed and built, never connected
+    cron_timezone(settings.cron_tz)
+    if registry is not None:
+        for name in settings.queues:
+            if name not in registry.queues:
+                raise ConfigError(
+                    f"no discovered task uses queue {name!r}"
+                    f"{did_you_mean(name, registry.queues)}; "
+                    f"queues: {', '.join(registry.queues) or '-'}"
+                )

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from domainjobs.cli.common import Subparsers, add_command, load
+from domainjobs.cli.common import Subparsers, add_command, load, validate_settings
 from domainjobs.cli.describe import describe_registry
 from domainjobs.config import cron_timezone
 from domainjobs.discovery.builder import discover_configured
@@ -62,6 +62,7 @@ def render(data: dict[str, Any]) -> str:
 def handle(args: argparse.Namespace) -> int:
     """Discover and print."""
     settings = load(args)
+    validate_settings(settings)
     data = describe_registry(discover_configured(settings), cron_timezone(settings.cron_tz))
     if args.json:
         json.dump(data, sys.stdout, indent=2)

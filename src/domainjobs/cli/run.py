@@ -12,10 +12,9 @@ from collections.abc import Coroutine
 from typing import Any
 
 from domainjobs.brokers.urls import redact, resolve_url
-from domainjobs.cli.common import Subparsers, add_command, load
+from domainjobs.cli.common import Subparsers, add_command, load, validate_settings
 from domainjobs.config import ENV_PREFIX, FIELDS, Settings, cron_timezone
 from domainjobs.discovery.builder import discover_configured
-from domainjobs.errors import ConfigError, did_you_mean
 from domainjobs.registry import Registry
 from domainjobs.runtime import loops
 from domainjobs.runtime.logs import LOG_FORMATS, LOG_LEVELS, JobLogger, setup_logging
@@ -159,12 +158,7 @@ def handle(args: argparse.Namespace) -> int:
     setup_logging(args.debug, args.log_format, args.log_level)
     loop = loops.loop_name(args.loop)
     registry = discover_configured(settings)
-    for name in settings.queues:
-        if name not in registry.queues:
-            raise ConfigError(
-                f"no discovered task uses queue {name!r}{did_you_mean(name, registry.queues)}; "
-                f"queues: {', '.join(registry.queues) or '-'}"
-            )
+    validate_settings(settings, registry)
     url = resolve_url(None, settings)
     if args.web_only:
         args.web = True
