@@ -209,3 +209,31 @@ def test_check_and_list_refuse_every_broker_url_run_refuses(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     result = run_cli("check", cwd=SHOP, env={"DOMAINJOBS_QUEUES": "biling"})
     assert result.returncode == 2 and "did you mean 'billing'" in result.stderr
+
+
+def test_an_import_error_is_reported_where_it_happened_and_debug_shows_the_traceback(
+    tmp_path: Path,
+):
+    project = tmp_path / "proj"
+    files = {
+        "app/__init__.py": "",
+        "app/lib/__init__.py": "",
+        "app/lib/helper.py": "import os\nSECRET = os.environ['NOT_SET_ANYWHERE_XYZ']\n",
+        "app/domain/__init__.py": "",
+        "app/domain/mail/__init__.py": "",
+        "app/domain/mail/jobs/__init__.py": "",
+        "app/domain/mail/jobs/tasks.py": "from app.lib import helper\n\nasync def send(ctx):\n    pass\n",
+    }
+    for rel, text in files.items():
+        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+        (project / rel).write_text(text)
+    result = run_cli("check", cwd=project)
+    assert result.returncode == 2
+    assert "app/lib/helper.py:2, domain 'mail'" in result.stderr, result.stderr
+    assert "importing app.domain.mail.jobs.tasks raised KeyError" in result.stderr
+    assert "Traceback" not in result.stderr and "--debug" in result.stderr
+    debug = run_cli("check", "--debug", cwd=project)
+    assert debug.returncode == 2
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert 'app/lib/helper.py", line 2' in debug.stderr
+    assert 'mail/jobs/tasks.py", line 1' in debug.stderr
