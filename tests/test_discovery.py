@@ -491,3 +491,56 @@ def test_scheduled_runs_inherit_the_tasks_options_unless_the_schedule_sets_them(
     crons = {c.name: c for c in discover(roots_of(base)).crons}
     assert dict(crons["billing.hourly"].options) == {"retries": 3, "timeout": 5}
     assert dict(crons["billing.nightly"].options) == {"retries": 3, "timeout": 30}
+
+
+def test_a_task_whose_first_parameter_is_not_the_context_is_a_problem(make_app):
+    base = make_app(
+        {
+            "app/domain/a/jobs/tasks.py": """
+            async def cleanup(user_id):
+                pass
+
+            async def notify(user_id: int, text: str):
+                pass
+            """
+        }
+    )
+    with pytest.raises(DiscoveryError) as caught:
+        discover(f"{base.name}.domain")
+    message = str(caught.value)
+    assert "2 problems" in message
+    assert "task 'cleanup' takes 'user_id' as its first parameter" in message
+    assert "write def cleanup(ctx, user_id, ...)" in message
+    assert "task 'notify' takes 'user_id'" in message
+
+
+def test_a_context_is_recognised_by_name_or_annotation(make_app):
+    base = make_app(
+        {
+            "app/domain/a/jobs/tasks.py": """
+            from typing import Any
+            from saq.types import Context
+
+            async def plain(ctx, n: int): pass
+            async def spelled_out(context): pass
+            async def suffixed(job_ctx): pass
+            async def unused(_, n: int): pass
+            async def typed(c: Context, n: int): pass
+            async def as_dict(state: dict[str, Any]): pass
+            async def anything(x: Any): pass
+            async def star(*args): pass
+            """,
+            "app/domain/a/jobs/startup.py": """
+            async def open_db(worker_ctx): pass
+            """,
+        }
+    )
+    registry = discover(f"{base.name}.domain")
+    assert len(registry.tasks) == 8
+    assert [h.name for h in registry.startup] == ["a.open_db"]
+
+
+def test_a_hook_whose_first_parameter_is_not_the_context_is_a_problem(make_app):
+    base = make_app({"app/domain/a/jobs/shutdown.py": "def close(pool):\n    pass\n"})
+    with pytest.raises(DiscoveryError, match="shutdown hook 'close' takes 'pool'"):
+        discover(f"{base.name}.domain")
