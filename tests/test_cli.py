@@ -237,3 +237,16 @@ def test_an_import_error_is_reported_where_it_happened_and_debug_shows_the_trace
     assert "Traceback (most recent call last)" in debug.stderr
     assert 'app/lib/helper.py", line 2' in debug.stderr
     assert 'mail/jobs/tasks.py", line 1' in debug.stderr
+
+
+def test_check_warns_about_a_domain_whose_jobs_define_nothing(tmp_path: Path):
+    project = tmp_path / "proj"
+    shutil.copytree(SHOP / "app", project / "app")
+    empty = project / "app" / "domain" / "drafts" / "jobs"
+    empty.mkdir(parents=True)
+    (empty.parent / "__init__.py").write_text("")
+    (empty / "__init__.py").write_text('"""Jobs to come."""\n')
+    result = run_cli("check", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "warning: app/domain/drafts/jobs/__init__.py, domain 'drafts': " in result.stderr
+    assert "4 domain(s)" in result.stderr

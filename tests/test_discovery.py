@@ -544,3 +544,66 @@ def test_a_hook_whose_first_parameter_is_not_the_context_is_a_problem(make_app):
     base = make_app({"app/domain/a/jobs/shutdown.py": "def close(pool):\n    pass\n"})
     with pytest.raises(DiscoveryError, match="shutdown hook 'close' takes 'pool'"):
         discover(f"{base.name}.domain")
+
+
+def test_a_mark_written_as_a_statement_registers_the_function(make_app):
+    base = make_app(
+        {
+            "app/lib/db.py": """
+            async def open_pool(ctx):
+                ctx["pool"] = "open"
+
+            async def close_pool(ctx):
+                pass
+
+            async def audit(ctx):
+                pass
+            """,
+            "app/domain/a/jobs.py": """
+            from domainjobs import before_job, on_shutdown, on_startup
+            from app.lib import db
+            from app.lib.db import close_pool as _close
+
+            on_startup(db.open_pool)
+            on_shutdown(_close)
+            before_job(db.audit)
+
+            async def work(ctx):
+                pass
+            """,
+        }
+    )
+    registry = discover(f"{base.name}.domain")
+    assert [h.name for h in registry.startup] == ["a.open_pool"]
+    assert [h.name for h in registry.shutdown] == ["a.close_pool"]
+    assert [(h.name, h.all_domains) for h in registry.before_job] == [("a.audit", False)]
+    assert list(registry.tasks) == ["a.work"]
+
+
+def test_a_jobs_package_without_kind_modules_is_read_like_jobs_py(make_app):
+    base = make_app(
+        {
+            "app/domain/a/jobs/__init__.py": """
+            from app.domain.a.jobs._impl import refresh
+
+            __all__ = ("refresh",)
+            """,
+            "app/domain/a/jobs/_impl.py": "async def refresh(_):\n    pass\n",
+            "app/domain/b/jobs/__init__.py": "async def tidy(ctx):\n    pass\n",
+        }
+    )
+    registry = discover(f"{base.name}.domain")
+    assert list(registry.tasks) == ["a.refresh", "b.tidy"]
+    assert registry.warnings == ()
+
+
+def test_a_domain_whose_jobs_define_nothing_is_a_warning(make_app):
+    base = make_app(
+        {
+            "app/domain/a/jobs/__init__.py": '"""Nothing here yet."""\n',
+            "app/domain/b/jobs/tasks.py": "async def tidy(ctx):\n    pass\n",
+        }
+    )
+    registry = discover(f"{base.name}.domain")
+    [warning] = registry.warnings
+    assert warning.domain == "a" and "defines no task, cron job or hook" in warning.message

@@ -56,6 +56,14 @@ def render(data: dict[str, Any]) -> str:
             lines.append(f"  startup  {hook['name']}  [{hook['file']}:{hook['line']}]")
         for hook in domain["shutdown"]:
             lines.append(f"  shutdown {hook['name']}  [{hook['file']}:{hook['line']}]")
+        for kind, label in (("before_job", "before"), ("after_job", "after")):
+            for hook in domain[kind]:
+                scope = "every job" if hook["all_domains"] else f"{domain['name']} jobs"
+                lines.append(
+                    f"  {label:<8} {hook['name']}  ({scope})  [{hook['file']}:{hook['line']}]"
+                )
+    for warning in data["warnings"]:
+        lines.append(f"warning: {warning}")
     return "\n".join(lines)
 
 

@@ -1,7 +1,8 @@
 """The rules of what counts as what inside one jobs module (docs/discovery.md).
 
-- A marked function (``@task``, ``@cron``, ``@on_startup``, ``@on_shutdown``) counts
-  wherever it stands in a domain's jobs modules.
+- A marked function (``@task``, ``@cron``, ``@on_startup``, ``@on_shutdown``,
+  ``@before_job``, ``@after_job``) counts wherever it stands in a domain's jobs modules, and
+  so does a function a jobs module marks with a statement (``on_startup(db.open)``).
 - Without task marks, a module's tasks are the names in its ``__all__``, or failing that its
   public functions defined in that very module (re-exports are not registered twice).
 - ``scheduled`` modules register only marked functions and ``scheduled_tasks`` entries:
@@ -18,7 +19,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 from domainjobs.discovery.loader import display_path
-from domainjobs.discovery.marks import Mark, get_mark
+from domainjobs.discovery.marks import Mark, get_mark, marked_in
 from domainjobs.errors import Problem
 
 #: What unmarked functions of a module count as.
@@ -84,6 +85,11 @@ def select(
             continue
         seen.add(id(value))
         found.marked.append((value, mark))
+    for value in marked_in(module.__name__):  # marked here by a statement, bound elsewhere
+        mark = get_mark(value)
+        if mark is not None and id(value) not in seen:
+            seen.add(id(value))
+            found.marked.append((value, mark))
     found.marked.sort(key=lambda item: _definition_order(item[0]))
 
     marked_kinds = {mark.kind for _, mark in found.marked}
