@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sqlite3
 import sys
 from pathlib import Path
@@ -250,3 +251,39 @@ def test_check_warns_about_a_domain_whose_jobs_define_nothing(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     assert "warning: app/domain/drafts/jobs/__init__.py, domain 'drafts': " in result.stderr
     assert "4 domain(s)" in result.stderr
+
+
+FAILING_STARTUP = {
+    "app/domain/work/jobs/tasks.py": "async def noop(ctx):\n    pass\n",
+    "app/domain/mail/jobs/tasks.py": "async def send(ctx):\n    pass\n",
+    "app/domain/mail/jobs/startup.py": (
+        "async def connect_smtp(ctx):\n    raise RuntimeError('smtp is down')\n"
+    ),
+}
+
+
+def test_run_says_serving_only_once_the_workers_serve(make_app, redis_url):
+    from tests.runapps import Running
+
+    app = make_app({"app/domain/work/jobs/tasks.py": "async def noop(ctx):\n    pass\n"})
+    with Running(["--burst"], app, redis_url) as run:
+        assert run.wait() == 0, run.log
+    assert run.log.index("connecting to") < run.log.index("serving queue(s) default on")
+    broken = make_app(FAILING_STARTUP)
+    with Running(["--burst"], broken, redis_url) as run:
+        assert run.wait() == 1, run.log
+    assert "smtp is down" in run.log
+    assert "serving queue(s)" not in run.log
+    assert "failed again" not in run.log  # two workers failing is one failure, not a signal
+
+
+def test_run_with_processes_says_supervising_before_any_child_error(make_app, redis_url):
+    from tests.runapps import Running
+
+    broken = make_app(FAILING_STARTUP)
+    with Running(["--burst", "--processes", "2"], broken, redis_url) as run:
+        run.wait_log("smtp is down")
+        run.signal(signal.SIGTERM)
+        run.wait(60)
+    assert "supervising 2 worker process(es)" in run.log
+    assert run.log.index("supervising") < run.log.index("smtp is down"), run.log

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from domainjobs.brokers.urls import redact, resolve_url
@@ -226,6 +226,13 @@ async def work(
     extra: dict[str, Any] = {}
     if args.sweep_interval:
         extra["timers"] = {**WORKER_DEFAULTS.get("timers", {}), "sweep": args.sweep_interval}
+    names = settings.queues or registry.queues
+    announce = serving_announcement(
+        len(names) or 1,
+        f"{len(registry.tasks)} task(s) in {len(registry.domains)} domain(s); serving "
+        f"queue(s) {', '.join(names) or 'default'} on {redact(url)} "
+        f"(pid {os.getpid()}, {loop} loop)",
+    )
     workers = build_workers(
         registry,
         queues=settings.queues or None,
@@ -233,20 +240,13 @@ async def work(
         concurrency=settings.concurrency,
         burst=args.burst,
         cron_tz=cron_timezone(settings.cron_tz),
+        startup=[announce],
         before_process=[job_logger.before],
         after_process=[job_logger.after],
         metadata={"pid": os.getpid(), "host": os.uname().nodename},
         **extra,
     )
-    logger.info(
-        "%d task(s) in %d domain(s); serving queue(s) %s on %s (pid %d, %s loop)",
-        len(registry.tasks),
-        len(registry.domains),
-        ", ".join(w.queue.name for w in workers),
-        redact(url),
-        os.getpid(),
-        loop,
-    )
+    logger.info("connecting to %s", redact(url))
     return await with_web(
         args,
         registry,
@@ -259,6 +259,20 @@ async def work(
             connect_timeout=settings.connect_timeout,
         ),
     )
+
+
+def serving_announcement(workers: int, message: str) -> Callable[[dict[str, Any]], Any]:
+    """A startup function for every worker of this process: once the last of them has
+    connected and the startup hooks have run, it logs ``message`` ("serving queue(s) ..."),
+    so that line is never printed for workers that are not, in fact, serving."""
+    waiting = [workers]
+
+    async def announce(ctx: dict[str, Any]) -> None:
+        waiting[0] -= 1
+        if waiting[0] == 0:
+            logger.info("%s", message)
+
+    return announce
 
 
 def child_environment(settings: Settings, url: str) -> dict[str, str]:
