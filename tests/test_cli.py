@@ -287,3 +287,19 @@ def test_run_with_processes_says_supervising_before_any_child_error(make_app, re
         run.wait(60)
     assert "supervising 2 worker process(es)" in run.log
     assert run.log.index("supervising") < run.log.index("smtp is down"), run.log
+
+
+def test_version_flag_prints_the_installed_version():
+    from importlib.metadata import version
+
+    result = run_cli("--version", check=True)
+    assert result.stdout.strip() == f"domainjobs {version('domainjobs')}"
+
+
+def test_an_out_of_range_cron_field_is_named():
+    from domainjobs.discovery.builder import _cron_fault
+
+    assert _cron_fault("61 * * * *").startswith("the minute field '61' is out of range")
+    assert "allowed: 0-59" in _cron_fault("61 * * * *")
+    assert _cron_fault("0 25 * * *").startswith("the hour field '25'")
+    assert _cron_fault("* * *").startswith("it has 3 field(s); use five fields")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any, TypeAlias
 
-from domainjobs.brokers.urls import queue_from_url
+from domainjobs.brokers.embedded import BrokerPaths, ping
+from domainjobs.brokers.urls import queue_from_url, resolve_url
 from domainjobs.config import Settings, apply_app_dir, cron_timezone, load_settings
 from domainjobs.discovery.builder import discover
 from domainjobs.errors import ConfigError, did_you_mean
@@ -103,3 +105,24 @@ def validate_settings(settings: Settings, registry: Registry | None = None) -> N
                     f"{did_you_mean(name, registry.queues)}; "
                     f"queues: {', '.join(registry.queues) or '-'}"
                 )
+
+
+def running_broker_url(settings: Settings) -> str | None:
+    """The broker a read-only command (``status``) reads: the configured URL, else the
+    embedded broker if it is running. ``None`` when it is not: a read-only command never
+    starts it (``run``, ``enqueue`` and ``broker start`` do)."""
+    if settings.url or not settings.embedded or sys.platform == "win32":
+        return resolve_url(None, settings)  # the configured URL, or resolve_url's own error
+    paths = BrokerPaths.for_settings(settings)
+    if ping(paths.client_socket()) != "ok":
+        return None
+    return paths.url()
+
+
+def broker_not_running(settings: Settings) -> str:
+    """The sentence a read-only command prints when the embedded broker is not running."""
+    folder = BrokerPaths.for_settings(settings).folder
+    return (
+        f"the embedded broker is not running (data in {folder}), so no job is queued or "
+        "running; `python -m domainjobs run` starts it (as do `enqueue` and `broker start`)"
+    )

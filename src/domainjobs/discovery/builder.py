@@ -189,8 +189,8 @@ class _Builder:
     ) -> None:
         if not isinstance(expression, str) or not croniter.is_valid(expression):
             self.problem(
-                f"invalid cron expression {expression!r} for {task.name!r}; use five fields "
-                "(minute hour day month weekday, e.g. '*/5 * * * *') or six with seconds last",
+                f"invalid cron expression {expression!r} for {task.name!r}: "
+                f"{_cron_fault(expression)}",
                 where,
             )
             return
@@ -306,6 +306,32 @@ class _Builder:
             return None
         package = package_owner(module_name, _OtherPackages(self.package_domains, domain.name))
         return self.package_domains[package] if package is not None else None
+
+
+CRON_FIELDS = ("minute", "hour", "day of month", "month", "day of week", "second")
+CRON_RANGES = ("0-59", "0-23", "1-31", "1-12 or jan-dec", "0-6 or sun-sat", "0-59")
+
+
+def _cron_fault(expression: object) -> str:
+    """What is wrong with an invalid cron expression, and what a valid one looks like."""
+    form = (
+        "use five fields (minute hour day month weekday, e.g. '*/5 * * * *') or six with "
+        "seconds last"
+    )
+    if not isinstance(expression, str):
+        return f"it is a {type(expression).__name__}, not a string; {form}"
+    fields = expression.split()
+    if len(fields) not in (5, 6):
+        return f"it has {len(fields)} field(s); {form}"
+    for index, text in enumerate(fields):
+        probe = ["*"] * len(fields)
+        probe[index] = text
+        if not croniter.is_valid(" ".join(probe)):
+            return (
+                f"the {CRON_FIELDS[index]} field {text!r} is out of range or malformed "
+                f"(allowed: {CRON_RANGES[index]}, '*', lists, ranges and '*/step')"
+            )
+    return f"the fields do not combine into a schedule; {form}"
 
 
 def _line_of_text(module: ModuleType, text: str) -> int | None:
