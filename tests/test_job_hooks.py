@@ -74,3 +74,34 @@ def test_domain_hooks_wrap_their_own_jobs_and_app_wide_hooks_every_job(make_app,
         "mail-after:mail.send",
     ]
     assert shop == ["all-before:shop.sell", "run:shop.sell", "all-after:shop.sell"]
+
+
+async def test_run_task_runs_the_tasks_domain_hooks_around_it(make_app):
+    from domainjobs import discover
+    from domainjobs.testing import TaskRunner
+
+    base = make_app(
+        {
+            "app/domain/mail/jobs/tasks.py": """
+            from domainjobs import after_job, before_job
+
+            @before_job
+            def open_smtp(ctx):
+                ctx["smtp"] = "open"
+
+            @after_job
+            def close_smtp(ctx):
+                ctx["smtp"] = "closed"
+
+            async def send(ctx):
+                return ctx["smtp"]
+            """,
+            "app/domain/shop/jobs/tasks.py": """
+            async def sell(ctx):
+                return ctx.get("smtp", "no smtp here")
+            """,
+        }
+    )
+    async with TaskRunner(discover(f"{base.name}.domain")) as runner:
+        assert await runner.run("mail.send") == "open"
+        assert await runner.run("shop.sell") == "no smtp here"
