@@ -607,3 +607,16 @@ def test_a_domain_whose_jobs_define_nothing_is_a_warning(make_app):
     registry = discover(f"{base.name}.domain")
     [warning] = registry.warnings
     assert warning.domain == "a" and "defines no task, cron job or hook" in warning.message
+
+
+def test_an_error_raised_inside_domainjobs_is_reported_at_the_users_line(make_app):
+    base = make_app(
+        {"app/domain/a/jobs/tasks.py": "from domainjobs import task\n\nwork = task(42)\n"}
+    )
+    with pytest.raises(DiscoveryError) as caught:
+        discover(f"{base.name}.domain")
+    [problem] = caught.value.problems
+    assert problem.file is not None and problem.file.endswith("a/jobs/tasks.py")
+    assert problem.line == 3
+    assert "must decorate a function" in problem.message
+    assert problem.traceback and "Traceback" in problem.traceback

@@ -62,8 +62,6 @@ def render(data: dict[str, Any]) -> str:
                 lines.append(
                     f"  {label:<8} {hook['name']}  ({scope})  [{hook['file']}:{hook['line']}]"
                 )
-    for warning in data["warnings"]:
-        lines.append(f"warning: {warning}")
     return "\n".join(lines)
 
 
@@ -72,6 +70,8 @@ def handle(args: argparse.Namespace) -> int:
     settings = load(args)
     validate_settings(settings)
     data = describe_registry(discover_configured(settings), cron_timezone(settings.cron_tz))
+    for warning in data["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")

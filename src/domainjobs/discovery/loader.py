@@ -20,6 +20,9 @@ from types import ModuleType
 
 from domainjobs.errors import Problem
 
+#: domainjobs' own folder (frames there are not the app's code)
+OWN_PACKAGE = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+
 
 def display_path(path: str | None) -> str | None:
     """Return ``path`` relative to the current directory when it lies below it."""
@@ -96,9 +99,11 @@ def problem_from_import_error(exc: BaseException, name: str, domain: str | None)
 
 
 def _library_folders() -> tuple[str, ...]:
-    """The folders of Python's own and installed packages (not the app's code)."""
+    """The folders of Python's own and installed packages, and of domainjobs itself (an
+    editable install lives outside site-packages): not the app's code."""
     names = ("stdlib", "platstdlib", "purelib", "platlib")
     folders = {os.path.realpath(sysconfig.get_path(n)) for n in names if sysconfig.get_path(n)}
+    folders.add(OWN_PACKAGE)
     return tuple(folder + os.sep for folder in folders)
 
 
