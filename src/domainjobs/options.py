@@ -1,10 +1,12 @@
-"""Job options: the SAQ job fields that tasks and domains may set as defaults, their
-validation, and the per-call options of ``jobs.with_options(...)``.
+"""Job options: ``OPTIONS``, the one table of every SAQ job option domainjobs takes (its
+types, SAQ's default, a line of help, where it may be set and its ``enqueue`` flag), what
+is derived from it (the option lists of ``@task``/``@cron``/``job_defaults``, the typed
+``TaskOptions``/``CronOptions``/``CallOptions``, validation), and ``JobOptions``, the
+per-call options of ``jobs.with_options(...)``.
 
-Per-call job options (``jobs.with_options(...)``), kept apart from a task's own arguments.
-
-Plain ``saq.Queue.enqueue(name, **kw)`` treats any keyword that is a ``saq.Job`` field as
-a job option, so a task parameter called ``timeout`` or ``key`` is silently swallowed.
+Per-call options are kept apart from a task's own arguments. Plain
+``saq.Queue.enqueue(name, **kw)`` treats any keyword that is a ``saq.Job`` field as a job
+option, so a task parameter called ``timeout`` or ``key`` is silently swallowed.
 domainjobs never mixes the two: task arguments go to ``enqueue(task, **kwargs)``, job
 options to ``with_options``. They are validated once, when ``with_options`` is called.
 """
