@@ -303,3 +303,12 @@ def test_an_out_of_range_cron_field_is_named():
     assert "allowed: 0-59" in _cron_fault("61 * * * *")
     assert _cron_fault("0 25 * * *").startswith("the hour field '25'")
     assert _cron_fault("* * *").startswith("it has 3 field(s); use five fields")
+
+
+def test_run_on_a_dead_broker_never_says_serving():
+    env = {"DOMAINJOBS_CONNECT_TIMEOUT": "1"}
+    result = run_cli("run", "--burst", "--url", "redis://127.0.0.1:1/0", cwd=SHOP, env=env)
+    assert result.returncode == 1, result.stderr
+    assert "connecting to redis://127.0.0.1:1/0" in result.stderr
+    assert "unreachable" in result.stderr
+    assert "serving queue(s)" not in result.stderr
