@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import signal
 import sqlite3
 import sys
 from pathlib import Path
@@ -188,3 +190,125 @@ def test_list_into_a_closed_pipe_is_quiet():
     )
     assert result.stdout.startswith("{")
     assert "error" not in result.stderr
+
+
+def test_check_and_list_refuse_every_broker_url_run_refuses(tmp_path: Path):
+    # check is the gate before a deploy: it validates the URL as run does, without connecting
+    for url in ("amqp://x", "redis//localhost", "ftp://x", "postgresql://u@h:x/db"):
+        result = run_cli("check", cwd=SHOP, env={"DOMAINJOBS_URL": url})
+        assert result.returncode == 2, (url, result.stderr)
+        assert "broker URL" in result.stderr and "Traceback" not in result.stderr
+        listed = run_cli("list", "--url", url, cwd=SHOP)
+        assert listed.returncode == 2 and "broker URL" in listed.stderr
+    project = tmp_path / "shop"
+    shutil.copytree(SHOP / "app", project / "app")
+    (project / "pyproject.toml").write_text('[tool.domainjobs]\nurl = "redis//localhost"\n')
+    result = run_cli("check", cwd=project)
+    assert result.returncode == 2 and "redis//localhost" in result.stderr
+    # a well-formed URL to a server that is not there is fine: check never connects
+    result = run_cli("check", cwd=SHOP, env={"DOMAINJOBS_URL": "redis://127.0.0.1:1/0"})
+    assert result.returncode == 0, result.stderr
+    result = run_cli("check", cwd=SHOP, env={"DOMAINJOBS_QUEUES": "biling"})
+    assert result.returncode == 2 and "did you mean 'billing'" in result.stderr
+
+
+def test_an_import_error_is_reported_where_it_happened_and_debug_shows_the_traceback(
+    tmp_path: Path,
+):
+    project = tmp_path / "proj"
+    files = {
+        "app/__init__.py": "",
+        "app/lib/__init__.py": "",
+        "app/lib/helper.py": "import os\nSECRET = os.environ['NOT_SET_ANYWHERE_XYZ']\n",
+        "app/domain/__init__.py": "",
+        "app/domain/mail/__init__.py": "",
+        "app/domain/mail/jobs/__init__.py": "",
+        "app/domain/mail/jobs/tasks.py": "from app.lib import helper\n\nasync def send(ctx):\n    pass\n",
+    }
+    for rel, text in files.items():
+        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+        (project / rel).write_text(text)
+    result = run_cli("check", cwd=project)
+    assert result.returncode == 2
+    assert "app/lib/helper.py:2, domain 'mail'" in result.stderr, result.stderr
+    assert "importing app.domain.mail.jobs.tasks raised KeyError" in result.stderr
+    assert "Traceback" not in result.stderr and "--debug" in result.stderr
+    debug = run_cli("check", "--debug", cwd=project)
+    assert debug.returncode == 2
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert 'app/lib/helper.py", line 2' in debug.stderr
+    assert 'mail/jobs/tasks.py", line 1' in debug.stderr
+
+
+def test_check_warns_about_a_domain_whose_jobs_define_nothing(tmp_path: Path):
+    project = tmp_path / "proj"
+    shutil.copytree(SHOP / "app", project / "app")
+    empty = project / "app" / "domain" / "drafts" / "jobs"
+    empty.mkdir(parents=True)
+    (empty.parent / "__init__.py").write_text("")
+    (empty / "__init__.py").write_text('"""Jobs to come."""\n')
+    result = run_cli("check", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "warning: app/domain/drafts/jobs/__init__.py, domain 'drafts': " in result.stderr
+    assert "4 domain(s)" in result.stderr
+
+
+FAILING_STARTUP = {
+    "app/domain/work/jobs/tasks.py": "async def noop(ctx):\n    pass\n",
+    "app/domain/mail/jobs/tasks.py": "async def send(ctx):\n    pass\n",
+    "app/domain/mail/jobs/startup.py": (
+        "async def connect_smtp(ctx):\n    raise RuntimeError('smtp is down')\n"
+    ),
+}
+
+
+def test_run_says_serving_only_once_the_workers_serve(make_app, redis_url):
+    from tests.runapps import Running
+
+    app = make_app({"app/domain/work/jobs/tasks.py": "async def noop(ctx):\n    pass\n"})
+    with Running(["--burst"], app, redis_url) as run:
+        assert run.wait() == 0, run.log
+    assert run.log.index("connecting to") < run.log.index("serving queue(s) default on")
+    broken = make_app(FAILING_STARTUP)
+    with Running(["--burst"], broken, redis_url) as run:
+        assert run.wait() == 1, run.log
+    assert "smtp is down" in run.log
+    assert "serving queue(s)" not in run.log
+    assert "failed again" not in run.log  # two workers failing is one failure, not a signal
+
+
+def test_run_with_processes_says_supervising_before_any_child_error(make_app, redis_url):
+    from tests.runapps import Running
+
+    broken = make_app(FAILING_STARTUP)
+    with Running(["--burst", "--processes", "2"], broken, redis_url) as run:
+        run.wait_log("smtp is down")
+        run.signal(signal.SIGTERM)
+        run.wait(60)
+    assert "supervising 2 worker process(es)" in run.log
+    assert run.log.index("supervising") < run.log.index("smtp is down"), run.log
+
+
+def test_version_flag_prints_the_installed_version():
+    from importlib.metadata import version
+
+    result = run_cli("--version", check=True)
+    assert result.stdout.strip() == f"domainjobs {version('domainjobs')}"
+
+
+def test_an_out_of_range_cron_field_is_named():
+    from domainjobs.discovery.builder import _cron_fault
+
+    assert _cron_fault("61 * * * *").startswith("the minute field '61' is out of range")
+    assert "allowed: 0-59" in _cron_fault("61 * * * *")
+    assert _cron_fault("0 25 * * *").startswith("the hour field '25'")
+    assert _cron_fault("* * *").startswith("it has 3 field(s); use five fields")
+
+
+def test_run_on_a_dead_broker_never_says_serving():
+    env = {"DOMAINJOBS_CONNECT_TIMEOUT": "1"}
+    result = run_cli("run", "--burst", "--url", "redis://127.0.0.1:1/0", cwd=SHOP, env=env)
+    assert result.returncode == 1, result.stderr
+    assert "connecting to redis://127.0.0.1:1/0" in result.stderr
+    assert "unreachable" in result.stderr
+    assert "serving queue(s)" not in result.stderr

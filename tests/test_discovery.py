@@ -491,3 +491,132 @@ def test_scheduled_runs_inherit_the_tasks_options_unless_the_schedule_sets_them(
     crons = {c.name: c for c in discover(roots_of(base)).crons}
     assert dict(crons["billing.hourly"].options) == {"retries": 3, "timeout": 5}
     assert dict(crons["billing.nightly"].options) == {"retries": 3, "timeout": 30}
+
+
+def test_a_task_whose_first_parameter_is_not_the_context_is_a_problem(make_app):
+    base = make_app(
+        {
+            "app/domain/a/jobs/tasks.py": """
+            async def cleanup(user_id):
+                pass
+
+            async def notify(user_id: int, text: str):
+                pass
+            """
+        }
+    )
+    with pytest.raises(DiscoveryError) as caught:
+        discover(f"{base.name}.domain")
+    message = str(caught.value)
+    assert "2 problems" in message
+    assert "task 'cleanup' takes 'user_id' as its first parameter" in message
+    assert "write def cleanup(ctx, user_id, ...)" in message
+    assert "task 'notify' takes 'user_id'" in message
+
+
+def test_a_context_is_recognised_by_name_or_annotation(make_app):
+    base = make_app(
+        {
+            "app/domain/a/jobs/tasks.py": """
+            from typing import Any
+            from saq.types import Context
+
+            async def plain(ctx, n: int): pass
+            async def spelled_out(context): pass
+            async def suffixed(job_ctx): pass
+            async def unused(_, n: int): pass
+            async def typed(c: Context, n: int): pass
+            async def as_dict(state: dict[str, Any]): pass
+            async def anything(x: Any): pass
+            async def star(*args): pass
+            """,
+            "app/domain/a/jobs/startup.py": """
+            async def open_db(worker_ctx): pass
+            """,
+        }
+    )
+    registry = discover(f"{base.name}.domain")
+    assert len(registry.tasks) == 8
+    assert [h.name for h in registry.startup] == ["a.open_db"]
+
+
+def test_a_hook_whose_first_parameter_is_not_the_context_is_a_problem(make_app):
+    base = make_app({"app/domain/a/jobs/shutdown.py": "def close(pool):\n    pass\n"})
+    with pytest.raises(DiscoveryError, match="shutdown hook 'close' takes 'pool'"):
+        discover(f"{base.name}.domain")
+
+
+def test_a_mark_written_as_a_statement_registers_the_function(make_app):
+    base = make_app(
+        {
+            "app/lib/db.py": """
+            async def open_pool(ctx):
+                ctx["pool"] = "open"
+
+            async def close_pool(ctx):
+                pass
+
+            async def audit(ctx):
+                pass
+            """,
+            "app/domain/a/jobs.py": """
+            from domainjobs import before_job, on_shutdown, on_startup
+            from app.lib import db
+            from app.lib.db import close_pool as _close
+
+            on_startup(db.open_pool)
+            on_shutdown(_close)
+            before_job(db.audit)
+
+            async def work(ctx):
+                pass
+            """,
+        }
+    )
+    registry = discover(f"{base.name}.domain")
+    assert [h.name for h in registry.startup] == ["a.open_pool"]
+    assert [h.name for h in registry.shutdown] == ["a.close_pool"]
+    assert [(h.name, h.all_domains) for h in registry.before_job] == [("a.audit", False)]
+    assert list(registry.tasks) == ["a.work"]
+
+
+def test_a_jobs_package_without_kind_modules_is_read_like_jobs_py(make_app):
+    base = make_app(
+        {
+            "app/domain/a/jobs/__init__.py": """
+            from app.domain.a.jobs._impl import refresh
+
+            __all__ = ("refresh",)
+            """,
+            "app/domain/a/jobs/_impl.py": "async def refresh(_):\n    pass\n",
+            "app/domain/b/jobs/__init__.py": "async def tidy(ctx):\n    pass\n",
+        }
+    )
+    registry = discover(f"{base.name}.domain")
+    assert list(registry.tasks) == ["a.refresh", "b.tidy"]
+    assert registry.warnings == ()
+
+
+def test_a_domain_whose_jobs_define_nothing_is_a_warning(make_app):
+    base = make_app(
+        {
+            "app/domain/a/jobs/__init__.py": '"""Nothing here yet."""\n',
+            "app/domain/b/jobs/tasks.py": "async def tidy(ctx):\n    pass\n",
+        }
+    )
+    registry = discover(f"{base.name}.domain")
+    [warning] = registry.warnings
+    assert warning.domain == "a" and "defines no task, cron job or hook" in warning.message
+
+
+def test_an_error_raised_inside_domainjobs_is_reported_at_the_users_line(make_app):
+    base = make_app(
+        {"app/domain/a/jobs/tasks.py": "from domainjobs import task\n\nwork = task(42)\n"}
+    )
+    with pytest.raises(DiscoveryError) as caught:
+        discover(f"{base.name}.domain")
+    [problem] = caught.value.problems
+    assert problem.file is not None and problem.file.endswith("a/jobs/tasks.py")
+    assert problem.line == 3
+    assert "must decorate a function" in problem.message
+    assert problem.traceback and "Traceback" in problem.traceback

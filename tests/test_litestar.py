@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -69,14 +72,25 @@ async def test_litestar_saq_workers_run_discovered_tasks(shop, redis_url):
 
 
 async def test_litestar_workers_run_command(shop, redis_url, tmp_path):
-    """``litestar workers run`` (one process per queue) serves the discovered tasks."""
+    """``litestar workers run`` (one process per queue) serves the discovered tasks: the
+    command exactly as the example documents it, with the ``litestar`` console script
+    (which, unlike ``python -m litestar``, does not put the current directory on sys.path).
+    """
+    scripts = str(Path(sys.executable).parent)
     env = {**os.environ, "DOMAINJOBS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+    env["PATH"] = scripts + os.pathsep + env.get("PATH", "")
+    documented = next(
+        line.strip()
+        for line in (EXAMPLES / "litestar_saq_app.py").read_text().splitlines()
+        if line.strip().startswith("litestar ") and "workers run" in line
+    )
+    command = shlex.split(documented.split("#")[0])
+    assert command[0] == "litestar" and shutil.which("litestar", path=env["PATH"])
     log = tmp_path / "workers.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "litestar", "--app-dir", "..", "--app",
-             "litestar_saq_app:app", "workers", "run"],
-            cwd=SHOP, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            command, cwd=SHOP, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )  # fmt: skip
     try:
         async with Jobs(shop, url=redis_url) as jobs:

@@ -63,3 +63,26 @@ def test_log_level_warning_keeps_only_failures(make_app, redis_url):
     job_lines = [line for line in log.splitlines() if "domainjobs.jobs:" in line]
     assert len(job_lines) == 1 and bad_key in job_lines[0] and " failed " in job_lines[0], log
     assert log.count("RuntimeError: boom from a test job") == 1
+
+
+def test_run_with_the_web_ui_keeps_every_info_line(make_app, redis_url):
+    # uvicorn's logging set-up (dictConfig) closes every handler: ours must keep writing
+    import signal
+    import socket
+
+    from tests.runapps import job_statuses
+    from tests.servers import wait_for
+
+    app = work_app(make_app)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with Running(["--web", "--port", str(port)], app, redis_url) as run:
+        run.wait_log("web UI on http://127.0.0.1:")
+        [key] = enqueue(redis_url, "work.noop", 1)
+        wait_for(lambda: job_statuses(redis_url, [key])[key] == "complete", timeout=30)
+        run.wait_log(f"job work.noop complete [queue=default domain=work key={key}")
+        run.signal(signal.SIGINT)
+        assert run.wait() == 0, run.log
+    assert "received SIGINT: finishing running jobs" in run.log
+    assert "workers stopped (exit status 0)" in run.log

@@ -24,7 +24,14 @@ if TYPE_CHECKING:
     from domainjobs.client.jobs import Jobs
     from domainjobs.config import Settings, load_settings
     from domainjobs.discovery.builder import discover, discover_configured
-    from domainjobs.discovery.marks import cron, on_shutdown, on_startup, task
+    from domainjobs.discovery.marks import (
+        after_job,
+        before_job,
+        cron,
+        on_shutdown,
+        on_startup,
+        task,
+    )
     from domainjobs.errors import (
         BrokerUnreachableError,
         ConfigError,
@@ -54,7 +61,14 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "domainjobs.client.jobs": ("Jobs",),
     "domainjobs.config": ("Settings", "load_settings"),
     "domainjobs.discovery.builder": ("discover", "discover_configured"),
-    "domainjobs.discovery.marks": ("cron", "on_shutdown", "on_startup", "task"),
+    "domainjobs.discovery.marks": (
+        "after_job",
+        "before_job",
+        "cron",
+        "on_shutdown",
+        "on_startup",
+        "task",
+    ),
     "domainjobs.errors": (
         "BrokerUnreachableError",
         "ConfigError",
@@ -106,6 +120,8 @@ __all__ = [
     "UnknownTaskError",
     "UnserializableArgumentsError",
     "__version__",
+    "after_job",
+    "before_job",
     "build_worker",
     "build_workers",
     "cron",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,6 +22,8 @@ class Problem:
     domain: str | None = None
     file: str | None = None
     line: int | None = None
+    #: the full traceback of an exception behind the problem (``--debug`` prints it)
+    traceback: str | None = field(default=None, repr=False, compare=False)
 
     def where(self) -> str:
         """Return ``file:line (domain 'x')`` or as much of it as is known."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from domainjobs.errors import UnknownTaskError
+from domainjobs.errors import Problem, UnknownTaskError
 
 DEFAULT_QUEUE = "default"
 
@@ -81,13 +81,15 @@ class CronSpec:
 
 @dataclass(frozen=True, eq=False)
 class HookSpec:
-    """A startup or shutdown hook."""
+    """A startup, shutdown, before-job or after-job hook. A before/after-job hook runs
+    around its own domain's jobs, or every job when ``all_domains``."""
 
     kind: str
     name: str
     function: Callable[..., Any]
     domain: str
     origin: Origin
+    all_domains: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,6 +102,11 @@ class Registry:
     startup: tuple[HookSpec, ...] = ()
     shutdown: tuple[HookSpec, ...] = ()
     roots: tuple[str, ...] = ()
+    #: hooks around each job (SAQ's before_process/after_process), in the order they run
+    before_job: tuple[HookSpec, ...] = ()
+    after_job: tuple[HookSpec, ...] = ()
+    #: things ``check`` warns about that do not stop a worker (a domain with no jobs)
+    warnings: tuple[Problem, ...] = ()
     _by_function: dict[int, TaskSpec] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:

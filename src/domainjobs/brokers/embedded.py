@@ -311,6 +311,7 @@ def _spawn(binary: Path, paths: BrokerPaths, timeout: float) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             pass_fds=(lock_fd,),
+            umask=0o077,  # its appendonlydir and files: private, like the folder
             timeout=timeout,
             check=False,
         )
@@ -403,7 +404,9 @@ def embedded_url(settings: Settings) -> str:
     if find_server_binary() is None and ping(paths.client_socket()) != "ok":
         raise no_server_error()
     broker = ensure_broker(paths, timeout=float(settings.connect_timeout))
-    if paths.folder not in _announced:
+    if not broker.started:  # said once, by the process that started it
+        logger.debug("using the embedded broker in %s (already running)", paths.folder)
+    elif paths.folder not in _announced:
         _announced.add(paths.folder)
         # a web process may not have configured logging: then say it as a warning, which
         # Python prints to stderr by default
@@ -411,9 +414,8 @@ def embedded_url(settings: Settings) -> str:
         logger.log(
             logging.INFO if configured else logging.WARNING,
             ("" if configured else "domainjobs: ")
-            + "using the embedded broker (%s, for development and single-machine use), "
+            + "using the embedded broker (started, for development and single-machine use), "
             "data in %s; %s",
-            "started" if broker.started else "already running",
             paths.folder,
             HOW_TO_POINT_ELSEWHERE,
         )

@@ -19,7 +19,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status: int = args.handler(args)
     except DiscoveryError as exc:
+        if debug:
+            for problem in exc.problems:
+                if problem.traceback:
+                    print(problem.traceback, file=sys.stderr)
         print(f"error: {exc}", file=sys.stderr)
+        if not debug and any(problem.traceback for problem in exc.problems):
+            print("(run again with --debug for the tracebacks)", file=sys.stderr)
         return ExitCode.USAGE
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any, TypeAlias
 
-from domainjobs.config import Settings, apply_app_dir, load_settings
+from domainjobs.brokers.embedded import BrokerPaths, ping
+from domainjobs.brokers.urls import queue_from_url, resolve_url
+from domainjobs.config import Settings, apply_app_dir, cron_timezone, load_settings
 from domainjobs.discovery.builder import discover
-from domainjobs.registry import Registry
+from domainjobs.errors import ConfigError, did_you_mean
+from domainjobs.registry import DEFAULT_QUEUE, Registry
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -83,4 +87,42 @@ def discover_configured(settings: Settings) -> Registry:
         include=settings.include,
         exclude=settings.exclude,
         entry_points=settings.entry_points,
+    )
+
+
+def validate_settings(settings: Settings, registry: Registry | None = None) -> None:
+    """Raise the ``ConfigError`` ``run`` would raise for these settings, without connecting
+    to anything: a malformed or unsupported broker URL, an unknown ``cron_tz``, and (given
+    the registry) a configured queue that no task uses."""
+    if settings.url:
+        queue_from_url(settings.url, DEFAULT_QUEUE)  # parsed and built, never connected
+    cron_timezone(settings.cron_tz)
+    if registry is not None:
+        for name in settings.queues:
+            if name not in registry.queues:
+                raise ConfigError(
+                    f"no discovered task uses queue {name!r}"
+                    f"{did_you_mean(name, registry.queues)}; "
+                    f"queues: {', '.join(registry.queues) or '-'}"
+                )
+
+
+def running_broker_url(settings: Settings) -> str | None:
+    """The broker a read-only command (``status``) reads: the configured URL, else the
+    embedded broker if it is running. ``None`` when it is not: a read-only command never
+    starts it (``run``, ``enqueue`` and ``broker start`` do)."""
+    if settings.url or not settings.embedded or sys.platform == "win32":
+        return resolve_url(None, settings)  # the configured URL, or resolve_url's own error
+    paths = BrokerPaths.for_settings(settings)
+    if ping(paths.client_socket()) != "ok":
+        return None
+    return paths.url()
+
+
+def broker_not_running(settings: Settings) -> str:
+    """The sentence a read-only command prints when the embedded broker is not running."""
+    folder = BrokerPaths.for_settings(settings).folder
+    return (
+        f"the embedded broker is not running (data in {folder}), so no job is queued or "
+        "running; `python -m domainjobs run` starts it (as do `enqueue` and `broker start`)"
     )

@@ -47,7 +47,10 @@ def describe_cron(spec: CronSpec, tz: tzinfo = timezone.utc) -> dict[str, Any]:
 
 def describe_hook(spec: HookSpec) -> dict[str, Any]:
     """One hook as JSON-able data."""
-    return {"name": spec.name, **_where(spec.origin)}
+    data: dict[str, Any] = {"name": spec.name, **_where(spec.origin)}
+    if spec.kind in ("before_job", "after_job"):
+        data["all_domains"] = spec.all_domains
+    return data
 
 
 def describe_registry(registry: Registry, tz: tzinfo = timezone.utc) -> dict[str, Any]:
@@ -68,6 +71,17 @@ def describe_registry(registry: Registry, tz: tzinfo = timezone.utc) -> dict[str
                 "shutdown": [
                     describe_hook(h) for h in registry.shutdown if h.domain == domain.name
                 ],
+                "before_job": [
+                    describe_hook(h) for h in registry.before_job if h.domain == domain.name
+                ],
+                "after_job": [
+                    describe_hook(h) for h in registry.after_job if h.domain == domain.name
+                ],
             }
         )
-    return {"roots": list(registry.roots), "queues": list(registry.queues), "domains": domains}
+    return {
+        "roots": list(registry.roots),
+        "queues": list(registry.queues),
+        "domains": domains,
+        "warnings": [str(warning) for warning in registry.warnings],
+    }

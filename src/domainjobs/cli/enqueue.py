@@ -24,6 +24,7 @@ from domainjobs.errors import (
     UnknownTaskError,
     UnserializableArgumentsError,
 )
+from domainjobs.options import OPTIONS
 
 HELP = """\
 Enqueue one task by its public name, with keyword arguments as a JSON object. Prints the
@@ -49,6 +50,9 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )
+
+#: The job options ``enqueue`` takes as flags (``--key``, ``--job-timeout``, ...).
+FLAG_OPTIONS = tuple(option for option in OPTIONS if option.flag)
 
 VALIDATION_ERRORS = (
     UnknownTaskError,
@@ -81,11 +85,16 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, metavar="S", help="with --wait: give up after S seconds (exit 1)"
     )
-    options = parser.add_argument_group("job options (the task's defaults apply otherwise)")
-    options.add_argument("--key", help="job key: one queued job per key")
-    options.add_argument("--job-timeout", type=int, metavar="S", help="the job's own timeout")
-    options.add_argument("--retries", type=int, metavar="N", help="attempts before failing")
-    options.add_argument("--delay", type=float, metavar="S", help="run no sooner than S seconds")
+    group = parser.add_argument_group("job options (the task's defaults apply otherwise)")
+    for option in FLAG_OPTIONS:
+        assert option.flag is not None
+        group.add_argument(
+            option.flag,
+            dest=f"option_{option.name}",
+            type=float if float in option.types else option.types[0],
+            metavar=option.metavar,
+            help=option.help,
+        )
     parser.set_defaults(handler=handle)
 
 
@@ -146,13 +155,12 @@ async def _enqueue(
     kwargs: dict[str, Any],
     many: list[dict[str, Any]],
 ) -> int:
-    view = jobs.with_options(
-        key=args.key,
-        timeout=args.job_timeout,
-        retries=args.retries,
-        delay=args.delay,
-        wait_timeout=args.timeout,
-    )
+    options: dict[str, Any] = {
+        option.name: value
+        for option in FLAG_OPTIONS
+        if (value := getattr(args, f"option_{option.name}")) is not None
+    }
+    view = jobs.with_options(wait_timeout=args.timeout, **options)
     if args.many is not None:
         handles = await view.enqueue_many(args.name, many)
         queue = handles[0].queue if handles else jobs.spec(args.name).queue
@@ -172,9 +180,8 @@ async def _enqueue(
 
 
 def _usage_error(exc: BaseException) -> int:
-    text = str(exc).replace(
-        "go in jobs.with_options(...)", "are flags: --key, --job-timeout, --retries, --delay"
-    )
+    flags = ", ".join(option.flag for option in FLAG_OPTIONS if option.flag)
+    text = str(exc).replace("go in jobs.with_options(...)", f"are flags: {flags}")
     print(f"error: {text}", file=sys.stderr)
     return 2
 
@@ -187,7 +194,7 @@ def handle(args: argparse.Namespace) -> int:
         kwargs = parse_kwargs(args.kwargs)
         many: list[dict[str, Any]] = []
         if args.many is not None:
-            if args.wait or args.key or kwargs:
+            if args.wait or args.option_key or kwargs:
                 raise TaskArgumentsError(
                     "--many takes each job's arguments from its file, so it cannot be "
                     "combined with --kwargs, --key or --wait"

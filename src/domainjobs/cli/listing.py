@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from domainjobs.cli.common import Subparsers, add_command, load
+from domainjobs.cli.common import Subparsers, add_command, load, validate_settings
 from domainjobs.cli.describe import describe_registry
 from domainjobs.config import cron_timezone
 from domainjobs.discovery.builder import discover_configured
@@ -56,13 +56,22 @@ def render(data: dict[str, Any]) -> str:
             lines.append(f"  startup  {hook['name']}  [{hook['file']}:{hook['line']}]")
         for hook in domain["shutdown"]:
             lines.append(f"  shutdown {hook['name']}  [{hook['file']}:{hook['line']}]")
+        for kind, label in (("before_job", "before"), ("after_job", "after")):
+            for hook in domain[kind]:
+                scope = "every job" if hook["all_domains"] else f"{domain['name']} jobs"
+                lines.append(
+                    f"  {label:<8} {hook['name']}  ({scope})  [{hook['file']}:{hook['line']}]"
+                )
     return "\n".join(lines)
 
 
 def handle(args: argparse.Namespace) -> int:
     """Discover and print."""
     settings = load(args)
+    validate_settings(settings)
     data = describe_registry(discover_configured(settings), cron_timezone(settings.cron_tz))
+    for warning in data["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")

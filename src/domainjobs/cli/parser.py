@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 
+from domainjobs import __version__
 from domainjobs.cli import broker, check, enqueue, listing, run, status
 from domainjobs.cli.common import common_options
 
@@ -22,6 +24,14 @@ pyproject.toml > default. Exit codes: 0 ok, 1 runtime failure, 2 usage/discovery
 """
 
 
+def installed_version() -> str:
+    """The installed distribution's version (the package's own when not installed)."""
+    try:
+        return importlib.metadata.version("domainjobs")
+    except importlib.metadata.PackageNotFoundError:
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole ``domainjobs`` parser."""
     parser = argparse.ArgumentParser(
@@ -30,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"domainjobs {installed_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = common_options()
     for command in COMMANDS:

@@ -8,14 +8,13 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from domainjobs.brokers.urls import redact, resolve_url
-from domainjobs.cli.common import Subparsers, add_command, load
+from domainjobs.cli.common import Subparsers, add_command, load, validate_settings
 from domainjobs.config import ENV_PREFIX, FIELDS, Settings, cron_timezone
 from domainjobs.discovery.builder import discover_configured
-from domainjobs.errors import ConfigError, did_you_mean
 from domainjobs.observability import cli as metrics_cli
 from domainjobs.registry import Registry
 from domainjobs.runtime import loops
@@ -162,12 +161,7 @@ def handle(args: argparse.Namespace) -> int:
     setup_logging(args.debug, args.log_format, args.log_level)
     loop = loops.loop_name(args.loop)
     registry = discover_configured(settings)
-    for name in settings.queues:
-        if name not in registry.queues:
-            raise ConfigError(
-                f"no discovered task uses queue {name!r}{did_you_mean(name, registry.queues)}; "
-                f"queues: {', '.join(registry.queues) or '-'}"
-            )
+    validate_settings(settings, registry)
     url = resolve_url(None, settings)
     if args.web_only:
         args.web = True
@@ -236,6 +230,13 @@ async def work(
     if args.sweep_interval:
         extra["timers"] = {**WORKER_DEFAULTS.get("timers", {}), "sweep": args.sweep_interval}
     metrics_cli.prepare_worker(args)  # before the workers are built
+    names = settings.queues or registry.queues
+    announce = serving_announcement(
+        len(names) or 1,
+        f"{len(registry.tasks)} task(s) in {len(registry.domains)} domain(s); serving "
+        f"queue(s) {', '.join(names) or 'default'} on {redact(url)} "
+        f"(pid {os.getpid()}, {loop} loop)",
+    )
     workers = build_workers(
         registry,
         queues=settings.queues or None,
@@ -243,20 +244,13 @@ async def work(
         concurrency=settings.concurrency,
         burst=args.burst,
         cron_tz=cron_timezone(settings.cron_tz),
+        startup=[announce],
         before_process=[job_logger.before],
         after_process=[job_logger.after],
         metadata={"pid": os.getpid(), "host": os.uname().nodename},
         **extra,
     )
-    logger.info(
-        "%d task(s) in %d domain(s); serving queue(s) %s on %s (pid %d, %s loop)",
-        len(registry.tasks),
-        len(registry.domains),
-        ", ".join(w.queue.name for w in workers),
-        redact(url),
-        os.getpid(),
-        loop,
-    )
+    logger.info("connecting to %s", redact(url))
     body = run_workers(
         workers,
         grace=args.grace,
@@ -265,6 +259,20 @@ async def work(
         connect_timeout=settings.connect_timeout,
     )
     return await metrics_cli.serving(args, registry, url, with_web(args, registry, url, body))
+
+
+def serving_announcement(workers: int, message: str) -> Callable[[dict[str, Any]], Any]:
+    """A startup function for every worker of this process: once the last of them has
+    connected and the startup hooks have run, it logs ``message`` ("serving queue(s) ..."),
+    so that line is never printed for workers that are not, in fact, serving."""
+    waiting = [workers]
+
+    async def announce(ctx: dict[str, Any]) -> None:
+        waiting[0] -= 1
+        if waiting[0] == 0:
+            logger.info("%s", message)
+
+    return announce
 
 
 def child_environment(settings: Settings, url: str) -> dict[str, str]:

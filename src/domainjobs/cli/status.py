@@ -13,21 +13,28 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from domainjobs.brokers.urls import redact, resolve_url
-from domainjobs.cli.common import Subparsers, add_command, load
+from domainjobs.brokers.urls import redact
+from domainjobs.cli.common import (
+    Subparsers,
+    add_command,
+    broker_not_running,
+    load,
+    running_broker_url,
+)
 from domainjobs.cli.enqueue import BROKER_ERRORS
 from domainjobs.client.health import run_check
 from domainjobs.client.jobs import Jobs
 from domainjobs.client.status import QueueStatus
 from domainjobs.discovery.builder import discover_configured
-from domainjobs.errors import ConfigError, did_you_mean
+from domainjobs.errors import ConfigError, ExitCode, did_you_mean
 from domainjobs.registry import Registry
 
 HELP = """\
 Show each queue's queued, active, scheduled and failed job counts and its live workers
 (workers report every 10 s; one that stopped reporting drops out after its TTL). "failed"
 counts failed jobs the broker still keeps (their ttl, 600 s by default). --json prints
-only JSON to stdout.
+only JSON to stdout. Read-only: with no URL configured and the embedded broker not
+running, it says so and exits 3 (--check: 1) rather than start it.
 
 examples:
   python -m domainjobs status
@@ -115,7 +122,13 @@ def handle(args: argparse.Namespace) -> int:
     settings = load(args)
     registry = discover_configured(settings)
     queues = pick_queues(registry, args.queues)
-    url = resolve_url(None, settings)
+    url = running_broker_url(settings)
+    if url is None:  # read-only: the embedded broker is not started just to be read
+        if args.check:
+            print(f"unhealthy: {broker_not_running(settings)}", file=sys.stderr)
+            return ExitCode.FAILURE
+        print(broker_not_running(settings), file=sys.stderr)
+        return ExitCode.NOT_RUNNING
     if args.check:  # cheap enough for a container probe (no job scan)
         return run_check(url, queues)
     try:

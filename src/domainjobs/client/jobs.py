@@ -17,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from saq.job import Job, Status
 from saq.queue import Queue
-from typing_extensions import Self
+from typing_extensions import Self, Unpack
 
 from domainjobs.brokers.batch import enqueue_jobs
 from domainjobs.brokers.urls import queue_from_url, resolve_url
@@ -41,7 +40,7 @@ from domainjobs.errors import (
     TaskArgumentsError,
 )
 from domainjobs.observability import state as observed
-from domainjobs.options import NO_OPTIONS, JobOptions
+from domainjobs.options import NO_OPTIONS, CallOptions, JobOptions
 from domainjobs.registry import Registry, TaskSpec
 
 P = ParamSpec("P")
@@ -146,43 +145,15 @@ class Jobs:
         """The job options this view applies."""
         return self._options
 
-    def with_options(
-        self,
-        *,
-        key: str | None = None,
-        timeout: int | None = None,
-        retries: int | None = None,
-        ttl: int | None = None,
-        heartbeat: int | None = None,
-        retry_delay: float | None = None,
-        retry_backoff: bool | float | None = None,
-        scheduled: float | datetime | None = None,
-        delay: float | None = None,
-        meta: Mapping[str, Any] | None = None,
-        priority: int | None = None,
-        group_key: str | None = None,
-        wait_timeout: float | None = None,
-    ) -> Jobs:
+    def with_options(self, **options: Unpack[CallOptions]) -> Jobs:
         """A view of this facade whose jobs get these options (over the task's defaults).
 
         It shares the connections: ``jobs.with_options(timeout=5, key="k").enqueue(...)``.
-        Options are validated here, once; ``JobOptionsError`` says which one is wrong.
+        The options are ``JobOptions``' fields (``domainjobs.options.OPTIONS`` lists them
+        with what each does). They are validated here, once; ``JobOptionsError`` says which
+        one is wrong.
         """
-        extra = JobOptions(
-            key=key,
-            timeout=timeout,
-            retries=retries,
-            ttl=ttl,
-            heartbeat=heartbeat,
-            retry_delay=retry_delay,
-            retry_backoff=retry_backoff,
-            scheduled=scheduled,
-            delay=delay,
-            meta=meta,
-            priority=priority,
-            group_key=group_key,
-            wait_timeout=wait_timeout,
-        )
+        extra = JobOptions(**options)  # an unknown option: TypeError, as for any call
         view = Jobs.__new__(Jobs)
         view._state = self._state
         view._options = self._options.merged(extra)

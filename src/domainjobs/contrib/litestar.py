@@ -8,9 +8,9 @@ saq = SAQPlugin(config=SAQConfig(queue_configs=queue_configs(), web_enabled=True
 ```
 
 One ``QueueConfig`` per discovered queue, with its tasks and cron jobs registered under
-their public names (``billing.charge``), and the domains' startup/shutdown hooks shared
-so they run once per worker process. ``litestar workers run`` and litestar-saq's web UI
-then work as before.
+their public names (``billing.charge``), the domains' startup/shutdown hooks shared
+so they run once per worker process, and their before/after-job hooks around each job.
+``litestar workers run`` and litestar-saq's web UI then work as before.
 
 Naming: litestar-saq drops the name of a ``(name, function)`` tuple and registers the
 function under its ``__qualname__`` (as SAQ's cron scheduler also does), so each task is
@@ -25,10 +25,12 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from domainjobs.brokers.urls import bad_url, resolve_url
-from domainjobs.config import cron_timezone, load_settings
+from domainjobs.config import apply_app_dir, cron_timezone, load_settings
 from domainjobs.discovery.builder import resolve_registry
+from domainjobs.options import CRON_JOB_OPTIONS
 from domainjobs.registry import DEFAULT_QUEUE, CronSpec, Registry, RegistryOrRoots
 from domainjobs.runtime.hooks import HookRunner
+from domainjobs.runtime.job_hooks import with_job_hooks
 from domainjobs.runtime.worker import renamed, saq_cron_job
 
 
@@ -42,15 +44,9 @@ def _cron_job(spec: CronSpec) -> Any:
     from litestar_saq import CronJob
 
     job = saq_cron_job(spec)
+    options = {name: getattr(job, name) for name in CRON_JOB_OPTIONS}
     return CronJob(
-        function=job.function,
-        cron=job.cron,
-        unique=job.unique,
-        timeout=job.timeout,
-        heartbeat=job.heartbeat,
-        retries=job.retries,
-        ttl=job.ttl,
-        kwargs=job.kwargs,
+        function=job.function, cron=job.cron, unique=job.unique, kwargs=job.kwargs, **options
     )
 
 
@@ -86,8 +82,11 @@ def queue_configs(
     """
     from litestar_saq import QueueConfig
 
-    registry = resolve_registry(registry_or_roots)
     settings = load_settings()
+    # the `litestar` script (unlike `python -m litestar`) does not put the current directory
+    # on sys.path: put the configured app directory there, as `python -m domainjobs` does
+    apply_app_dir(settings)
+    registry = resolve_registry(registry_or_roots)
     broker = _broker(resolve_url(url, settings))
     hooks = HookRunner(registry.startup, registry.shutdown)
     names = list(queues) if queues else list(registry.queues) or [DEFAULT_QUEUE]
@@ -98,6 +97,9 @@ def queue_configs(
             **options,
             **dict((per_queue or {}).get(name, {})),
         }
+        kwargs["before_process"], kwargs["after_process"] = with_job_hooks(
+            registry, kwargs.get("before_process"), kwargs.get("after_process")
+        )
         configs.append(
             QueueConfig(
                 name=name,

@@ -16,7 +16,13 @@ from saq.job import CronJob
 
 from domainjobs.config import Settings, load_settings
 from domainjobs.discovery.domains import DomainLocation, find_domains
-from domainjobs.discovery.loader import display_path, import_module, import_tree, module_exists
+from domainjobs.discovery.loader import (
+    display_path,
+    import_module,
+    import_tree,
+    module_exists,
+    module_file,
+)
 from domainjobs.discovery.marks import Mark
 from domainjobs.discovery.rules import (
     Fallback,
@@ -27,7 +33,12 @@ from domainjobs.discovery.rules import (
     select,
 )
 from domainjobs.errors import DiscoveryError, Problem
-from domainjobs.options import DOMAIN_DEFAULT_KEYS, JOB_OPTIONS, option_errors
+from domainjobs.options import (
+    CRON_JOB_OPTIONS,
+    DOMAIN_DEFAULT_KEYS,
+    JOB_OPTIONS,
+    option_errors,
+)
 from domainjobs.registry import (
     DEFAULT_QUEUE,
     CronSpec,
@@ -41,6 +52,8 @@ from domainjobs.registry import (
 
 DEFAULT_ROOTS = ("app.domain",)
 
+HOOK_KINDS = ("startup", "shutdown", "before_job", "after_job")
+
 #: jobs sub-module name -> what its unmarked functions count as
 KIND_MODULES: dict[str, Fallback] = {
     "tasks": "task",
@@ -48,8 +61,6 @@ KIND_MODULES: dict[str, Fallback] = {
     "startup": "startup",
     "shutdown": "shutdown",
 }
-
-CRON_JOB_OPTIONS = ("timeout", "heartbeat", "retries", "ttl")
 
 
 @dataclass
@@ -85,6 +96,9 @@ class _Builder:
     crons: list[CronSpec] = field(default_factory=list)
     startup: list[HookSpec] = field(default_factory=list)
     shutdown: list[HookSpec] = field(default_factory=list)
+    before_job: list[HookSpec] = field(default_factory=list)
+    after_job: list[HookSpec] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
     pending_crons: list[_PendingCron] = field(default_factory=list)
     package_domains: dict[str, str] = field(default_factory=dict)
     hook_functions: set[tuple[str, int]] = field(default_factory=set)
@@ -115,9 +129,12 @@ class _Builder:
         if reason:
             self.problem(reason, where)
             return None
-        errors = option_errors(mark.options, tuple(JOB_OPTIONS)) if mark else []
+        allowed = CRON_JOB_OPTIONS if mark and mark.kind == "cron" else tuple(JOB_OPTIONS)
+        errors = option_errors(mark.options, allowed) if mark else []
         for error in errors:
-            self.problem(f"@task on {function.__name__!r}: {error}", where)
+            self.problem(
+                f"@{mark.kind if mark else 'task'} on {function.__name__!r}: {error}", where
+            )
         if errors:
             return None
         name = (mark.name if mark else None) or f"{domain.name}.{function.__name__}"
@@ -144,15 +161,19 @@ class _Builder:
         self.task_by_function[id(function)] = spec
         return spec
 
-    def add_hook(self, domain: Domain, function: Callable[..., Any], kind: str) -> None:
+    def add_hook(
+        self, domain: Domain, function: Callable[..., Any], kind: str, all_domains: bool = False
+    ) -> None:
         if (kind, id(function)) in self.hook_functions:
             return
         where = self.origin(domain, function)
-        reason = context_problem(function, f"{kind} hook {function.__name__!r}")
+        label = kind.replace("_", "-")
+        reason = context_problem(function, f"{label} hook {function.__name__!r}")
         if reason:
             self.problem(reason, where)
             return
-        hook = HookSpec(kind, f"{domain.name}.{function.__name__}", function, domain.name, where)
+        name = f"{domain.name}.{function.__name__}"
+        hook = HookSpec(kind, name, function, domain.name, where, all_domains)
         getattr(self, kind).append(hook)
         self.hook_functions.add((kind, id(function)))
 
@@ -168,8 +189,8 @@ class _Builder:
     ) -> None:
         if not isinstance(expression, str) or not croniter.is_valid(expression):
             self.problem(
-                f"invalid cron expression {expression!r} for {task.name!r}; use five fields "
-                "(minute hour day month weekday, e.g. '*/5 * * * *') or six with seconds last",
+                f"invalid cron expression {expression!r} for {task.name!r}: "
+                f"{_cron_fault(expression)}",
                 where,
             )
             return
@@ -186,8 +207,8 @@ class _Builder:
 
     def take(self, domain: Domain, module: ModuleType, fallback: Fallback, found: Found) -> None:
         for function, mark in found.marked:
-            if mark.kind in ("startup", "shutdown"):
-                self.add_hook(domain, function, mark.kind)
+            if mark.kind in HOOK_KINDS:
+                self.add_hook(domain, function, mark.kind, mark.all_domains)
                 continue
             spec = self.add_task(domain, function, mark)
             if spec is not None and mark.kind == "cron":
@@ -262,11 +283,55 @@ class _Builder:
             spec, job.cron, unique=job.unique, kwargs=job.kwargs, options=options, where=where
         )
 
+    def warn_empty_domains(self) -> None:
+        """A warning for each domain whose jobs contribute nothing at all."""
+        used = {spec.domain for spec in self.tasks.values()}
+        for hooks in (self.startup, self.shutdown, self.before_job, self.after_job):
+            used.update(hook.domain for hook in hooks)
+        for domain in self.domains:
+            if domain.name not in used:
+                file = display_path(module_file(domain.jobs_module))
+                self.warnings.append(
+                    Problem(
+                        f"{domain.jobs_module} defines no task, cron job or hook: put tasks "
+                        "in jobs/tasks.py (or name them in jobs/__init__.py's __all__, or "
+                        "mark them with @task), or remove the jobs module",
+                        domain.name,
+                        file,
+                    )
+                )
+
     def foreign_owner(self, domain: Domain, module_name: str | None) -> str | None:
         if not module_name:
             return None
         package = package_owner(module_name, _OtherPackages(self.package_domains, domain.name))
         return self.package_domains[package] if package is not None else None
+
+
+CRON_FIELDS = ("minute", "hour", "day of month", "month", "day of week", "second")
+CRON_RANGES = ("0-59", "0-23", "1-31", "1-12 or jan-dec", "0-6 or sun-sat", "0-59")
+
+
+def _cron_fault(expression: object) -> str:
+    """What is wrong with an invalid cron expression, and what a valid one looks like."""
+    form = (
+        "use five fields (minute hour day month weekday, e.g. '*/5 * * * *') or six with "
+        "seconds last"
+    )
+    if not isinstance(expression, str):
+        return f"it is a {type(expression).__name__}, not a string; {form}"
+    fields = expression.split()
+    if len(fields) not in (5, 6):
+        return f"it has {len(fields)} field(s); {form}"
+    for index, text in enumerate(fields):
+        probe = ["*"] * len(fields)
+        probe[index] = text
+        if not croniter.is_valid(" ".join(probe)):
+            return (
+                f"the {CRON_FIELDS[index]} field {text!r} is out of range or malformed "
+                f"(allowed: {CRON_RANGES[index]}, '*', lists, ranges and '*/step')"
+            )
+    return f"the fields do not combine into a schedule; {form}"
 
 
 def _line_of_text(module: ModuleType, text: str) -> int | None:
@@ -322,21 +387,29 @@ def _load_domain(location: DomainLocation, builder: _Builder) -> None:
         builder.take(domain, jobs, "task", found)
         return
     # the package form: only the four kind modules count; anything else in jobs/ is private
-    jobs_root_found = select(
-        jobs, None, domain=domain.name, foreign_packages=foreign, problems=problems
-    )
-    builder.take(domain, jobs, None, jobs_root_found)
     folders = list(jobs.__path__)
     present = {info.name for info in pkgutil.iter_modules(folders)}
-    for kind, fallback in KIND_MODULES.items():
-        name = f"{location.jobs_module}.{kind}"
+    kinds = [
+        kind
+        for kind in KIND_MODULES
         # one listing of jobs/ rather than a path search per kind; a folder without
         # __init__.py (a namespace package) is not listed: the import system decides then
-        if kind not in present and not (
+        if kind in present
+        or (
             any(os.path.isdir(os.path.join(folder, kind)) for folder in folders)
-            and module_exists(name)
-        ):
-            continue
+            and module_exists(f"{location.jobs_module}.{kind}")
+        )
+    ]
+    # a jobs package with no kind module is read like jobs.py: its __init__ (its __all__,
+    # re-exports included, or its own public functions) holds the tasks
+    root_fallback: Fallback = None if kinds else "task"
+    jobs_root_found = select(
+        jobs, root_fallback, domain=domain.name, foreign_packages=foreign, problems=problems
+    )
+    builder.take(domain, jobs, root_fallback, jobs_root_found)
+    for kind in kinds:
+        fallback = KIND_MODULES[kind]
+        name = f"{location.jobs_module}.{kind}"
         for module in import_tree(name, domain.name, problems):
             found = select(
                 module, fallback, domain=domain.name, foreign_packages=foreign, problems=problems
@@ -373,6 +446,7 @@ def discover(
     builder.resolve_crons()
     if builder.problems:
         raise DiscoveryError(builder.problems)
+    builder.warn_empty_domains()
     return Registry(
         domains=tuple(builder.domains),
         tasks=builder.tasks,
@@ -380,6 +454,10 @@ def discover(
         startup=tuple(builder.startup),
         shutdown=tuple(reversed(builder.shutdown)),
         roots=tuple(root_list),
+        # around a job the hooks nest: after-job hooks run in the reverse order
+        before_job=tuple(builder.before_job),
+        after_job=tuple(reversed(builder.after_job)),
+        warnings=tuple(builder.warnings),
     )
 
 

@@ -13,11 +13,15 @@ import importlib
 import importlib.util
 import os
 import pkgutil
+import sysconfig
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import ModuleType
 
 from domainjobs.errors import Problem
+
+#: domainjobs' own folder (frames there are not the app's code)
+OWN_PACKAGE = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 
 def display_path(path: str | None) -> str | None:
@@ -79,11 +83,9 @@ def problem_from_import_error(exc: BaseException, name: str, domain: str | None)
             line=line,
         )
     frames = traceback.extract_tb(exc.__traceback__)
-    target = os.path.realpath(file) if file else None
-    for frame in reversed(frames):
-        if target is not None and os.path.realpath(frame.filename) == target:
-            line = frame.lineno
-            break
+    frame = failing_frame(frames)
+    if frame is not None:
+        file, line = frame.filename, frame.lineno
     hint = ""
     if isinstance(exc, ModuleNotFoundError) and exc.name and not exc.name.startswith(name):
         hint = f" (install the package that provides {exc.name!r}, or fix the import)"
@@ -92,7 +94,29 @@ def problem_from_import_error(exc: BaseException, name: str, domain: str | None)
         domain=domain,
         file=display_path(file),
         line=line,
+        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
     )
+
+
+def _library_folders() -> tuple[str, ...]:
+    """The folders of Python's own and installed packages, and of domainjobs itself (an
+    editable install lives outside site-packages): not the app's code."""
+    names = ("stdlib", "platstdlib", "purelib", "platlib")
+    folders = {os.path.realpath(sysconfig.get_path(n)) for n in names if sysconfig.get_path(n)}
+    folders.add(OWN_PACKAGE)
+    return tuple(folder + os.sep for folder in folders)
+
+
+def failing_frame(frames: Sequence[traceback.FrameSummary]) -> traceback.FrameSummary | None:
+    """Where an import failed: the deepest frame in the app's own code (not Python's import
+    machinery, the standard library or an installed package), else the deepest frame."""
+    libraries = _library_folders()
+    for frame in reversed(frames):
+        if frame.filename.startswith("<"):
+            continue  # importlib's frozen bootstrap, exec'd strings
+        if not os.path.realpath(frame.filename).startswith(libraries):
+            return frame
+    return frames[-1] if frames else None
 
 
 def submodule_names(package: ModuleType) -> list[str]:

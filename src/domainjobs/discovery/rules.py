@@ -1,7 +1,8 @@
 """The rules of what counts as what inside one jobs module (docs/discovery.md).
 
-- A marked function (``@task``, ``@cron``, ``@on_startup``, ``@on_shutdown``) counts
-  wherever it stands in a domain's jobs modules.
+- A marked function (``@task``, ``@cron``, ``@on_startup``, ``@on_shutdown``,
+  ``@before_job``, ``@after_job``) counts wherever it stands in a domain's jobs modules, and
+  so does a function a jobs module marks with a statement (``on_startup(db.open)``).
 - Without task marks, a module's tasks are the names in its ``__all__``, or failing that its
   public functions defined in that very module (re-exports are not registered twice).
 - ``scheduled`` modules register only marked functions and ``scheduled_tasks`` entries:
@@ -18,7 +19,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 from domainjobs.discovery.loader import display_path
-from domainjobs.discovery.marks import Mark, get_mark
+from domainjobs.discovery.marks import Mark, get_mark, marked_in
 from domainjobs.errors import Problem
 
 #: What unmarked functions of a module count as.
@@ -84,6 +85,11 @@ def select(
             continue
         seen.add(id(value))
         found.marked.append((value, mark))
+    for value in marked_in(module.__name__):  # marked here by a statement, bound elsewhere
+        mark = get_mark(value)
+        if mark is not None and id(value) not in seen:
+            seen.add(id(value))
+            found.marked.append((value, mark))
     found.marked.sort(key=lambda item: _definition_order(item[0]))
 
     marked_kinds = {mark.kind for _, mark in found.marked}
@@ -150,28 +156,64 @@ def _unmarked(
     return result
 
 
+#: Words that, in a first parameter's name or annotation, say "this is the worker context".
+CONTEXT_NAMES = ("ctx", "context")
+CONTEXT_ANNOTATIONS = ("context", "dict", "mapping", "any")
+
+
+def looks_like_context(name: str, annotation: object) -> bool:
+    """Whether a first parameter is meant to receive SAQ's context: its name is ``ctx``,
+    ``context``, ends with one of them (``job_ctx``) or starts with ``_`` (unused), or its
+    annotation names a context, dict, mapping or ``Any`` (``saq.types.Context``)."""
+    lowered = name.lower()
+    if lowered.startswith("_") or lowered.endswith(CONTEXT_NAMES):
+        return True
+    if annotation is inspect.Parameter.empty or annotation is None:
+        return False
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    text = (text or repr(annotation)).lower()
+    return any(word in text for word in CONTEXT_ANNOTATIONS)
+
+
 def context_problem(function: Callable[..., Any], what: str) -> str | None:
-    """Why ``function`` cannot take SAQ's context as its first argument, or None."""
+    """Why ``function`` cannot take SAQ's context as its first argument, or None.
+
+    SAQ calls every job function and hook with the worker context first. A function with
+    no positional parameter cannot take it; a function whose first parameter is clearly
+    something else (``def cleanup(user_id)``: not named like a context, not annotated as
+    one) would get the context in that parameter, and fail when called with it.
+    """
     code = getattr(function, "__code__", None)
     if (
         inspect.isfunction(function)
         and code is not None
         and not hasattr(function, "__wrapped__")
         and not hasattr(function, "__signature__")
-        and (code.co_argcount or code.co_flags & inspect.CO_VARARGS)
     ):
-        return None  # a plain function with a positional first parameter (fast path)
+        if code.co_argcount and looks_like_context(code.co_varnames[0], None):
+            return None  # a plain function whose first parameter is ctx (fast path)
+        if not code.co_argcount and code.co_flags & inspect.CO_VARARGS:
+            return None  # def f(*args)
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError):
         return f"{what} has no inspectable signature; define it with def or async def"
     params = list(signature.parameters.values())
+    if params and params[0].kind is inspect.Parameter.VAR_POSITIONAL:
+        return None
     if params and params[0].kind in (
         inspect.Parameter.POSITIONAL_ONLY,
         inspect.Parameter.POSITIONAL_OR_KEYWORD,
-        inspect.Parameter.VAR_POSITIONAL,
     ):
-        return None
+        first = params[0]
+        if looks_like_context(first.name, first.annotation):
+            return None
+        return (
+            f"{what} takes {first.name!r} as its first parameter, where SAQ passes the worker "
+            f"context: write def {getattr(function, '__name__', 'f')}(ctx, {first.name}, ...) "
+            "(a first parameter named ctx, context, *_ctx or _*, or annotated as "
+            "saq.types.Context, is taken as the context)"
+        )
     return (
         f"{what} cannot take the worker context: its first parameter must be the "
         "context (def f(ctx, ...))"

@@ -60,15 +60,23 @@ JsonFormatter.converter = time.gmtime
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
+#: The logger whose INFO lines (one per job) are written in batches.
+BATCHED_LOGGER = "domainjobs.jobs"
+
 
 class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A ``StreamHandler`` that writes INFO and DEBUG lines in batches, at most
-    ``interval`` seconds late, from a background thread; WARNING and above (and a full
-    batch) are written at once, with everything before them.
+    """A ``StreamHandler`` that writes the per-job INFO and DEBUG lines (logger
+    ``domainjobs.jobs``) in batches, at most ``interval`` seconds late, from a background
+    thread; every other line (start-up, shutdown, warnings) and a full batch are written at
+    once, with everything before them, so lines of several processes keep their order.
 
     A pipe (a container's stderr) costs a system call and a wake-up of its reader per
     write: for one line per job that is about half the cost of logging it. If the process
-    is killed outright, the INFO lines of its last ``interval`` seconds are lost.
+    is killed outright, the job lines of its last ``interval`` seconds are lost.
+
+    Once closed (``logging.config.dictConfig`` closes every handler, and uvicorn calls it
+    when the web UI starts) the handler keeps working while it is still attached, writing
+    each line at once.
     """
 
     def __init__(self, stream: Any = None, interval: float = 0.1, max_lines: int = 512) -> None:
@@ -76,7 +84,7 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.interval = interval
         self.max_lines = max_lines
         self._pending: list[str] = []
-        self._closed = threading.Event()
+        self._writer_stopped = threading.Event()
         self._thread = threading.Thread(
             target=self._flush_every_interval, name="domainjobs-log-writer", daemon=True
         )
@@ -89,7 +97,12 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
             return
-        if record.levelno >= logging.WARNING or len(self._pending) >= self.max_lines:
+        if (
+            record.levelno >= logging.WARNING
+            or record.name != BATCHED_LOGGER
+            or len(self._pending) >= self.max_lines
+            or self._writer_stopped.is_set()
+        ):
             self.flush()
 
     def flush(self) -> None:
@@ -107,12 +120,12 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.release()
 
     def _flush_every_interval(self) -> None:
-        while not self._closed.wait(self.interval):
+        while not self._writer_stopped.wait(self.interval):
             self.flush()
 
     def close(self) -> None:
         """Write what is queued and stop the background writer."""
-        self._closed.set()
+        self._writer_stopped.set()
         self.flush()
         super().close()
 

@@ -175,7 +175,8 @@ async def run_workers(
                 if task is not waiter and task.exception() is not None:
                     logger.error("worker %s failed: %s", task.get_name(), task.exception())
                     status = 1
-                    shutdown.request("a worker failed")
+                    if not shutdown.requested.is_set():  # one failure is not a second signal
+                        shutdown.request("a worker failed")
         results = await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
         if any(isinstance(r, BaseException) for r in results):

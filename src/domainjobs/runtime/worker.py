@@ -29,6 +29,7 @@ from domainjobs.registry import DEFAULT_QUEUE, CronSpec, Registry, RegistryOrRoo
 from domainjobs.runtime import saq_internals
 from domainjobs.runtime.cron import schedule_each_tick
 from domainjobs.runtime.hooks import HookRunner
+from domainjobs.runtime.job_hooks import with_job_hooks
 
 #: The worker is the one place a SAQ function name is set: a task's public name.
 #: ``timers["sweep"]``: how often the queue is swept for dead workers' jobs (SAQ: 60 s);
@@ -221,6 +222,9 @@ def _worker(
     kwargs["timers"] = {**WORKER_DEFAULTS["timers"], **(saq_worker_kwargs.get("timers") or {})}
     if kwargs.get("burst") and not kwargs.get("dequeue_timeout"):
         kwargs["dequeue_timeout"] = 1.0
+    kwargs["before_process"], kwargs["after_process"] = with_job_hooks(
+        registry, kwargs.get("before_process"), kwargs.get("after_process")
+    )
     return DomainWorker(queue, functions, hooks=hooks, cron_jobs=cron_jobs, **kwargs)
 
 

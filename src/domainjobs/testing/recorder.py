@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from saq.job import Job, Status
 
+from domainjobs.options import RECORDED_FIELDS
 from domainjobs.registry import DEFAULT_QUEUE, Registry
 
 if TYPE_CHECKING:
@@ -25,19 +26,7 @@ if TYPE_CHECKING:
 TaskRef = str | Callable[..., Any]
 
 #: The ``saq.Job`` fields a recorded job reports as its options.
-OPTION_FIELDS = (
-    "key",
-    "timeout",
-    "retries",
-    "ttl",
-    "heartbeat",
-    "retry_delay",
-    "retry_backoff",
-    "scheduled",
-    "priority",
-    "group_key",
-    "meta",
-)
+OPTION_FIELDS = RECORDED_FIELDS
 
 FAILED_STATUSES = frozenset({Status.FAILED.value, Status.ABORTED.value})
 
