@@ -18,6 +18,7 @@ from domainjobs.discovery.builder import resolve_registry
 from domainjobs.registry import DEFAULT_QUEUE, CronSpec, Registry, RegistryOrRoots
 from domainjobs.runtime import cron as cronticks
 from domainjobs.runtime.hooks import HookRunner, attach_hooks
+from domainjobs.runtime.trends import recorder_for
 
 #: The worker is the one place a SAQ function name is set: a task's public name.
 #: ``timers["sweep"]``: how often the queue is swept for dead workers' jobs (SAQ: 60 s);
@@ -98,12 +99,19 @@ def _worker(
     kwargs["timers"] = {**WORKER_DEFAULTS["timers"], **(saq_worker_kwargs.get("timers") or {})}
     if kwargs.get("burst") and not kwargs.get("dequeue_timeout"):
         kwargs["dequeue_timeout"] = 1.0
+    # the dashboard's trend counters: a per-job hook, flushed to the broker once a second
+    recorder = recorder_for(queue)
+    if recorder is not None:
+        theirs = kwargs.get("after_process") or []
+        theirs = [theirs] if callable(theirs) else list(theirs)
+        kwargs["after_process"] = [recorder.after_process, *theirs]
+    shutdown = [hooks.shutdown] if recorder is None else [hooks.shutdown, recorder.close]
     worker: Worker[Any] = Worker(
         queue,
         functions,
         cron_jobs=cron_jobs,
         startup=[hooks.startup],
-        shutdown=[hooks.shutdown],
+        shutdown=shutdown,
         **kwargs,
     )
     attach_hooks(worker, hooks)

@@ -1,0 +1,131 @@
+"""What the dashboard's buttons do to jobs and cron jobs, and the same-origin rule every
+state-changing request obeys.
+
+Actions are POST only. :class:`SameOriginPosts` refuses a POST (or any other unsafe method)
+whose ``Origin`` header, or ``Referer`` when the browser sent no ``Origin``, is not this
+very host: a page on another site cannot make a signed-in browser press our buttons, since
+basic-auth credentials are sent by the browser whatever page made the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from saq.job import Job, Status
+from saq.queue import Queue
+from saq.queue.redis import RedisQueue
+
+from domainjobs.runtime.pauses import set_paused
+from domainjobs.web.auth import ASGIApp
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+FINISHED = frozenset({Status.COMPLETE, Status.FAILED, Status.ABORTED})
+INCOMPLETE = frozenset({Status.NEW, Status.QUEUED, Status.ACTIVE})
+
+RETRY_ERROR = "retried from the dashboard"
+ABORT_ERROR = "aborted from the dashboard"
+
+
+class ActionError(Exception):
+    """An action that cannot be done to this job (the message says why)."""
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def same_origin(scope: dict[str, Any]) -> bool:
+    """Whether the request's ``Origin`` (or ``Referer``) names the host it was sent to."""
+    host = _header(scope, b"host")
+    source = _header(scope, b"origin") or _header(scope, b"referer")
+    if not host or not source or source == "null":
+        return False
+    return urlsplit(source).netloc.lower() == host.lower()
+
+
+class SameOriginPosts:
+    """ASGI middleware: 403 for an unsafe-method request that did not come from this site."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(
+        self,
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        """Pass safe and same-origin requests on; refuse the others."""
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS or same_origin(scope):
+            await self.app(scope, receive, send)
+            return
+        body = b"403 Forbidden: a request that changes something must come from this page\n"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 403,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+async def retry_job(queue: Queue, job: Job) -> None:
+    """Run a finished job again (one more attempt)."""
+    if job.status not in FINISHED:
+        raise ActionError(f"job {job.key} is {job.status.value}: only ended jobs can be retried")
+    await queue.retry(job, RETRY_ERROR)
+
+
+async def abort_job(queue: Queue, job: Job) -> None:
+    """Abort a job that has not ended (a running one is cancelled by its worker)."""
+    if job.status not in INCOMPLETE:
+        raise ActionError(f"job {job.key} is {job.status.value}: only unfinished jobs abort")
+    await queue.abort(job, ABORT_ERROR)
+
+
+async def delete_job(queue: Queue, job: Job) -> None:
+    """Remove a job that is not running from the broker."""
+    if job.status == Status.ACTIVE:
+        raise ActionError(f"job {job.key} is running: abort it first")
+    if isinstance(queue, RedisQueue):
+        async with queue.redis.pipeline(transaction=True) as pipe:
+            pipe.lrem(queue.namespace("queued"), 0, job.id)
+            pipe.zrem(queue.namespace("incomplete"), job.id)
+            pipe.delete(job.id)
+            await pipe.execute()
+        return
+    pool = getattr(queue, "pool", None)
+    table = getattr(queue, "jobs_table", None)
+    if pool is None or table is None:
+        raise ActionError(f"deleting jobs of a {type(queue).__name__} is not supported")
+    from psycopg.sql import SQL  # the 'postgres' extra: only PostgreSQL queues get here
+
+    async with pool.connection() as conn:
+        await conn.execute(
+            SQL("DELETE FROM {jobs} WHERE key = %s AND queue = %s").format(jobs=table),
+            (job.key, queue.name),
+        )
+
+
+JOB_ACTIONS: dict[str, Callable[[Queue, Job], Awaitable[None]]] = {
+    "retry": retry_job,
+    "abort": abort_job,
+    "delete": delete_job,
+}
+
+
+async def pause_cron(queue: Queue, name: str, paused: bool) -> None:
+    """Pause or resume cron job ``name`` (see ``domainjobs.runtime.pauses``)."""
+    try:
+        await set_paused(queue, name, paused)
+    except NotImplementedError as exc:
+        raise ActionError(str(exc)) from None
