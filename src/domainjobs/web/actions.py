@@ -1,6 +1,9 @@
 """What the dashboard's buttons do to jobs and cron jobs, and the same-origin rule every
 state-changing request obeys.
 
+An action returns None when done, or one sentence saying why it was not (the page shows
+it): a job may have changed between the page and the click.
+
 Actions are POST only. :class:`SameOriginPosts` refuses a POST (or any other unsafe method)
 whose ``Origin`` header, or ``Referer`` when the browser sent no ``Origin``, is not this
 very host: a page on another site cannot make a signed-in browser press our buttons, since
@@ -26,10 +29,6 @@ INCOMPLETE = frozenset({Status.NEW, Status.QUEUED, Status.ACTIVE})
 
 RETRY_ERROR = "retried from the dashboard"
 ABORT_ERROR = "aborted from the dashboard"
-
-
-class ActionError(Exception):
-    """An action that cannot be done to this job (the message says why)."""
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -78,35 +77,37 @@ class SameOriginPosts:
         await send({"type": "http.response.body", "body": body})
 
 
-async def retry_job(queue: Queue, job: Job) -> None:
+async def retry_job(queue: Queue, job: Job) -> str | None:
     """Run a finished job again (one more attempt)."""
     if job.status not in FINISHED:
-        raise ActionError(f"job {job.key} is {job.status.value}: only ended jobs can be retried")
+        return f"job {job.key} is {job.status.value}: only ended jobs can be retried"
     await queue.retry(job, RETRY_ERROR)
+    return None
 
 
-async def abort_job(queue: Queue, job: Job) -> None:
+async def abort_job(queue: Queue, job: Job) -> str | None:
     """Abort a job that has not ended (a running one is cancelled by its worker)."""
     if job.status not in INCOMPLETE:
-        raise ActionError(f"job {job.key} is {job.status.value}: only unfinished jobs abort")
+        return f"job {job.key} is {job.status.value}: only unfinished jobs can be aborted"
     await queue.abort(job, ABORT_ERROR)
+    return None
 
 
-async def delete_job(queue: Queue, job: Job) -> None:
+async def delete_job(queue: Queue, job: Job) -> str | None:
     """Remove a job that is not running from the broker."""
     if job.status == Status.ACTIVE:
-        raise ActionError(f"job {job.key} is running: abort it first")
+        return f"job {job.key} is running: abort it first"
     if isinstance(queue, RedisQueue):
         async with queue.redis.pipeline(transaction=True) as pipe:
             pipe.lrem(queue.namespace("queued"), 0, job.id)
             pipe.zrem(queue.namespace("incomplete"), job.id)
             pipe.delete(job.id)
             await pipe.execute()
-        return
+        return None
     pool = getattr(queue, "pool", None)
     table = getattr(queue, "jobs_table", None)
     if pool is None or table is None:
-        raise ActionError(f"deleting jobs of a {type(queue).__name__} is not supported")
+        return f"deleting jobs of a {type(queue).__name__} is not supported"
     from psycopg.sql import SQL  # the 'postgres' extra: only PostgreSQL queues get here
 
     async with pool.connection() as conn:
@@ -114,18 +115,20 @@ async def delete_job(queue: Queue, job: Job) -> None:
             SQL("DELETE FROM {jobs} WHERE key = %s AND queue = %s").format(jobs=table),
             (job.key, queue.name),
         )
+    return None
 
 
-JOB_ACTIONS: dict[str, Callable[[Queue, Job], Awaitable[None]]] = {
+JOB_ACTIONS: dict[str, Callable[[Queue, Job], Awaitable[str | None]]] = {
     "retry": retry_job,
     "abort": abort_job,
     "delete": delete_job,
 }
 
 
-async def pause_cron(queue: Queue, name: str, paused: bool) -> None:
+async def pause_cron(queue: Queue, name: str, paused: bool) -> str | None:
     """Pause or resume cron job ``name`` (see ``domainjobs.runtime.pauses``)."""
     try:
         await set_paused(queue, name, paused)
     except NotImplementedError as exc:
-        raise ActionError(str(exc)) from None
+        return str(exc)
+    return None

@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from domainjobs.registry import Registry
 from domainjobs.web import data
-from domainjobs.web.actions import JOB_ACTIONS, ActionError, pause_cron
+from domainjobs.web.actions import JOB_ACTIONS, pause_cron
 from domainjobs.web.queues import QueueSet
 
 #: what a figure that does not exist shows (an en dash)
@@ -233,10 +233,9 @@ def dashboard_routes(
         job = await queue.job(key)
         if job is None:
             return RedirectResponse(with_message(target, f"job {key} is gone", "bad"), 303)
-        try:
-            await run(queue, job)
-        except ActionError as exc:
-            return RedirectResponse(with_message(target, str(exc), "bad"), 303)
+        refused = await run(queue, job)
+        if refused:
+            return RedirectResponse(with_message(target, refused, "bad"), 303)
         if action == "delete" and f"/jobs/{name}/" in target:
             target = base + "/jobs"
         past = {"retry": "retried", "abort": "aborted", "delete": "deleted"}[action]
@@ -255,11 +254,9 @@ def dashboard_routes(
             return confirm(request, fields, question)
         done = 0
         for name, job in listing.jobs:
-            try:
-                await JOB_ACTIONS[action](queue_set.queues[name], job)
-                done += 1
-            except ActionError:
-                continue  # changed since it was listed: leave it
+            # a job that changed since it was listed is left alone
+            refused = await JOB_ACTIONS[action](queue_set.queues[name], job)
+            done += refused is None
         past = "retried" if action == "retry" else "deleted"
         return RedirectResponse(with_message(target, f"{done} failed job(s) of {task} {past}"), 303)
 
@@ -274,10 +271,9 @@ def dashboard_routes(
         if fields.get("confirmed") != "1":
             return confirm(request, fields, f"{action.capitalize()} cron job {task}?")
         await queue_set.connect()
-        try:
-            await pause_cron(queue_set.queues[spec.queue], task, action == "pause")
-        except ActionError as exc:
-            return RedirectResponse(with_message(target, str(exc), "bad"), 303)
+        refused = await pause_cron(queue_set.queues[spec.queue], task, action == "pause")
+        if refused:
+            return RedirectResponse(with_message(target, refused, "bad"), 303)
         past = "paused" if action == "pause" else "resumed"
         return RedirectResponse(with_message(target, f"cron job {task} {past}"), 303)
 
