@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timezone
 
 import pytest
 from saq.job import Job, Status
@@ -176,3 +177,32 @@ def test_windows_pick_their_buckets(seconds, buckets, step):
     starts = data.bucket_starts(resolution, seconds, 1_700_000_000)
     assert len(starts) == buckets and resolution.seconds == step
     assert starts == sorted(starts) and starts[-1] == resolution.start(1_700_000_000)
+
+
+async def test_the_schedules_show_a_cron_jobs_last_run_and_its_lateness(
+    make_app, broker_url, connect
+):
+    base = make_app(APP)
+    registry = discover(f"{base.name}.domain")
+    client = await connect(broker_url)
+    await set_paused(client, "clock.tock", True)  # before any worker schedules it
+    worker = build_worker(registry, url=broker_url)
+    runner = asyncio.create_task(run_workers([worker], handle_signals=False))
+    queue_set = QueueSet([client])
+    try:
+
+        async def ran():
+            views = {v.name: v for v in await data.schedules(registry, queue_set, timezone.utc)}
+            last = views["clock.tick"].last
+            return views if last is not None and last.status == "complete" else None
+
+        views = await wait_until(ran, what="clock.tick's last run, complete")
+        tick, tock = views["clock.tick"], views["clock.tock"]
+        assert tick.last.status == "complete" and tick.last.key.startswith("cron:clock.tick:")
+        assert 0 <= tick.last.late < 10 and tick.last.tick <= time.time()
+        assert not tick.paused and tock.paused
+        assert tock.last is None  # paused before its first tick: it never ran
+        assert len(tick.next_runs) == 3 and tick.next_runs[0].timestamp() > time.time() - 1
+        assert (tick.cron, tick.timezone, tick.domain) == ("* * * * * *", "UTC", "clock")
+    finally:
+        await stop([worker], runner)

@@ -365,18 +365,26 @@ async def trend_series(
 
 @dataclass
 class LastRun:
-    """How a cron job's last tick went."""
+    """How a cron job's last tick went (or is going)."""
 
     tick: float
     status: str
     started: float | None
     completed: float | None
     key: str
+    #: seconds from the tick to the job's start (to now, for a tick still waiting)
+    late: float | None
 
-    @property
-    def late(self) -> float | None:
-        """Seconds between the tick and the start of its job."""
-        return max(0.0, self.started - self.tick) if self.started else None
+
+def _last_run(tick: float, status: str, started: float | None, completed: float | None,
+              key: str, now: float) -> LastRun:  # fmt: skip
+    if started:
+        late: float | None = max(0.0, started - tick)
+    elif status in (Status.QUEUED.value, Status.NEW.value):
+        late = max(0.0, now - tick)
+    else:
+        late = None
+    return LastRun(tick, status, started, completed, key, late)
 
 
 @dataclass
@@ -432,30 +440,44 @@ async def schedules(
 async def last_run(
     spec: CronSpec, queue: Queue | None, recorded: Mapping[str, Any], now: datetime
 ) -> LastRun | None:
-    """The last tick's job as the workers recorded it, else as the broker still has it."""
+    """The newest started run of the cron job: as the workers recorded its end, or as the
+    broker still has its job; else the newest tick still waiting to start."""
+    epoch = now.timestamp()
+    started: list[LastRun] = []
     record = recorded.get(spec.name)
     if record:
-        return LastRun(
-            tick=float(record["tick"]),
-            status=str(record["status"]),
-            started=record.get("started"),
-            completed=record.get("completed"),
-            key=str(record.get("key") or ""),
-        )
-    if queue is None:
-        return None
-    ticks = croniter(spec.cron, now)
-    keys = [tick_key(spec.name, int(ticks.get_prev())) for _ in range(3)]
-    for job in await queue.jobs(keys):
-        if job is not None:
-            return LastRun(
-                tick=float(job.scheduled),
-                status=job.status.value,
-                started=job.started / 1000 if job.started else None,
-                completed=job.completed / 1000 if job.completed else None,
-                key=job.key,
+        started.append(
+            _last_run(
+                float(record["tick"]),
+                str(record["status"]),
+                record.get("started"),
+                record.get("completed"),
+                str(record.get("key") or ""),
+                epoch,
             )
-    return None
+        )
+    waiting = None
+    if queue is not None:
+        ticks = croniter(spec.cron, now)
+        keys = [tick_key(spec.name, int(ticks.get_prev())) for _ in range(3)]
+        for job in await queue.jobs(keys):  # newest tick first
+            if job is None:
+                continue
+            run = _last_run(
+                float(job.scheduled),
+                job.status.value,
+                job.started / 1000 if job.started else None,
+                job.completed / 1000 if job.completed else None,
+                job.key,
+                epoch,
+            )
+            if job.started:
+                started.append(run)
+                break
+            waiting = waiting or run
+    if started:
+        return max(started, key=lambda run: run.tick)
+    return waiting
 
 
 # -- jobs ------------------------------------------------------------------------------------
