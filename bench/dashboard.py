@@ -66,8 +66,11 @@ def _without_trends(worker: Any) -> None:
     worker.shutdown = [h for h in worker.shutdown or [] if not ours(h)]
 
 
-async def _timed_run(kind: str, url: str, jobs: int, concurrency: int) -> dict[str, float]:
-    """One round: fill the queue, run one worker until 95% of the jobs are done."""
+async def _timed_run(
+    kind: str, url: str, jobs: int, concurrency: int, profiler: Any = None
+) -> dict[str, float]:
+    """One round: fill the queue, run one worker until 95% of the jobs are done (with
+    ``profiler`` enabled from the worker's start to that point, if given)."""
     import domainjobs
 
     probe = importlib.import_module("djbench_tp.probe")
@@ -81,6 +84,8 @@ async def _timed_run(kind: str, url: str, jobs: int, concurrency: int) -> dict[s
         _without_trends(worker)
     worker.SIGNALS = []
     await worker.queue.connect()
+    if profiler is not None:
+        profiler.enable()
     cpu_started = time.process_time()
     started = time.perf_counter()
     runner = asyncio.create_task(worker.start())
@@ -88,6 +93,8 @@ async def _timed_run(kind: str, url: str, jobs: int, concurrency: int) -> dict[s
         await asyncio.wait_for(done.wait(), timeout=120)
         cpu = time.process_time() - cpu_started
         wall = time.perf_counter() - started
+        if profiler is not None:
+            profiler.disable()
     finally:
         await worker.stop()
         runner.cancel()
@@ -126,6 +133,22 @@ async def _hook_cost(url: str, calls: int, per_flush: int) -> float:
     return cpu / calls * 1e6
 
 
+def _calls_per_job(url: str, jobs: int, concurrency: int, repeats: int = 3) -> dict[str, float]:
+    """Python function calls per job of each variant, counted by cProfile (median of
+    ``repeats`` rounds each): a figure that does not move with the machine's load."""
+    import cProfile
+    import pstats
+
+    calls: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    for _ in range(repeats):
+        for kind in KINDS:
+            profiler = cProfile.Profile()
+            asyncio.run(_timed_run(kind, url, jobs, concurrency, profiler))
+            stats = pstats.Stats(profiler)
+            calls[kind].append(stats.total_calls / int(jobs * 0.95))  # type: ignore[attr-defined]
+    return {kind: statistics.median(found) for kind, found in calls.items()}
+
+
 def counters(url: str, jobs: int, rounds: int, concurrency: int) -> dict[str, Any]:
     """Interleave with/without round by round; medians and the cost of the counters."""
     import logging
@@ -153,6 +176,7 @@ def counters(url: str, jobs: int, rounds: int, concurrency: int) -> dict[str, An
     without = statistics.median(r["cpu_us"] for r in runs["without"])
     with_ = statistics.median(r["cpu_us"] for r in runs["with"])
     rate = statistics.median(r["rate"] for r in runs["with"])
+    calls = _calls_per_job(url, jobs, concurrency)
     hook = statistics.median(
         asyncio.run(_hook_cost(url, 100_000, max(1, int(rate)))) for _ in range(5)
     )
@@ -170,6 +194,7 @@ def counters(url: str, jobs: int, rounds: int, concurrency: int) -> dict[str, An
         "rate_without": statistics.median(r["rate"] for r in runs["without"]),
         "rate_with": rate,
         "hook_us": hook,
+        "calls_per_job": calls,
         "hook_share": hook / without,
         "runs": runs,
     }
@@ -187,6 +212,12 @@ def print_counters(result: dict[str, Any]) -> None:
         f"  cost of the counters: {result['cost_ratio_of_medians'] * 100:+.2f} % (ratio of "
         f"medians), {result['cost_median_pair'] * 100:+.2f} % (median of per-round ratios); "
         "target <= 2 %"
+    )
+    calls = result["calls_per_job"]
+    print(
+        f"  Python function calls per job (cProfile, median of 3 rounds each): without "
+        f"{calls['without']:.0f}, with {calls['with']:.0f} "
+        f"({(calls['with'] / calls['without'] - 1) * 100:+.2f} %)"
     )
     print(
         f"  the hook alone (100,000 real jobs, a real flush every {result['rate_with']:.0f} "
