@@ -4,6 +4,7 @@ once, over real HTTP for auth and same-origin rules, and on every broker."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -327,6 +328,23 @@ def test_actions_need_credentials_and_this_sites_pages(flaky_app, redis_url):
         assert status == 303 and headers["location"].startswith("/?msg=")
         assert get_json(base + "/api/dashboard/trends?window=15m")["window"] == "15m"
 
+        # a key with a slash, a space, a colon and a question mark: links and forms quote it
+        [odd] = enqueue(redis_url, "work.always", key="nightly run/2024:06?x")
+        wait_for(lambda: job_statuses(redis_url, [odd])[odd] == "failed", what="the failure")
+        status, page, _ = request(base + "/jobs?status=failed")
+        quoted = urllib.parse.quote(odd)
+        assert status == 200 and f'href="/jobs/default/{quoted}"' in page
+        status, page, _ = request(f"{base}/jobs/default/{quoted}")
+        assert status == 200 and "always fails" in page
+        status, page, _ = request(
+            f"{base}/actions/jobs/default/{quoted}/delete", data={"next": "/jobs"}, headers=same
+        )
+        assert status == 200 and f'action="/actions/jobs/default/{quoted}/delete"' in page
+        status, _, _ = request(
+            f"{base}/actions/jobs/default/{quoted}/delete", data=form, headers=same
+        )
+        assert status == 303 and job_statuses(redis_url, [odd])[odd] == "missing"
+
 
 def get_json(url: str) -> dict:
     status, body, _ = request(url)
@@ -334,13 +352,49 @@ def get_json(url: str) -> dict:
     return json.loads(body)
 
 
-def test_every_page_works_on_every_broker(make_app, broker_url, tmp_path):
-    app = make_app({"app/domain/work/jobs/tasks.py": FLAKY.replace("flaky", "unused")})
+def broker_jobs(url: str, function: str | None = None, keys: list[str] | None = None):
+    """Enqueue one job of ``function`` (its key), or the statuses of ``keys``, on any broker."""
+    from domainjobs.brokers.urls import queue_from_url
+
+    async def go():
+        queue = queue_from_url(url, "default")
+        await queue.connect()
+        try:
+            if function is not None:
+                return (await queue.enqueue(function)).key
+            return [job.status.value if job else "missing" for job in await queue.jobs(keys)]
+        finally:
+            await queue.disconnect()
+
+    return asyncio.run(go())
+
+
+def test_every_page_and_action_works_on_every_broker(make_app, broker_url, tmp_path):
+    app = make_app({"app/domain/work/jobs/tasks.py": FLAKY})
     run, base = start(["--queue", "default"], app, broker_url, {})
     with run:
-        for page in ("/", "/?window=24h", "/trends", "/schedules", "/jobs?status=all", "/saq/"):
+        key = broker_jobs(broker_url, "work.always")
+        wait_for(lambda: broker_jobs(broker_url, keys=[key]) == ["failed"], what="the failure")
+        for page in ("/", "/?window=24h", "/trends", "/schedules", "/jobs", "/jobs?status=all",
+                     f"/jobs/default/{key}", f"/jobs?q={key}", "/saq/"):  # fmt: skip
             status, body, _ = request(base + page, auth=None)
-            assert status == 200, (page, body[-2000:])
+            assert status in (200, 303), (page, body[-2000:])
         assert "work.always" in request(base + "/", auth=None)[1]
+        assert key in request(base + "/jobs?status=failed", auth=None)[1]
         trend = get_json(base + "/api/dashboard/trends?by=domain")
         assert trend["trends"] is True and [s["name"] for s in trend["series"]] == ["work"]
+        wait_for(  # the workers flush their counters about once a second
+            lambda: sum(get_json(base + "/api/dashboard/trends")["series"][0]["failed"]) > 0,
+            timeout=20,
+            interval=0.2,
+            what="the failure in the trend data",
+        )
+
+        same = {"Origin": base}
+        action = f"{base}/actions/jobs/default/{key}"
+        status, _, headers = request(action + "/retry", data={"confirmed": "1"}, headers=same)
+        assert status == 303 and "retried" in headers["location"]
+        wait_for(lambda: broker_jobs(broker_url, keys=[key]) == ["failed"], what="failed again")
+        status, _, headers = request(action + "/delete", data={"confirmed": "1"}, headers=same)
+        assert status == 303 and "deleted" in headers["location"]
+        assert broker_jobs(broker_url, keys=[key]) == ["missing"]

@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from datetime import datetime, timezone, tzinfo
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import jinja2
 from saq.job import Status
@@ -167,9 +167,9 @@ def dashboard_routes(
         if text:
             found = await data.find_job(queue_set, text)
             if found is not None:
+                where = f"{quote(found[0], safe='')}/{quote(found[1].key)}"
                 return RedirectResponse(
-                    f"{request.scope.get('root_path', '')}/jobs/{found[0]}/{found[1].key}",
-                    status_code=303,
+                    f"{request.scope.get('root_path', '')}/jobs/{where}", status_code=303
                 )
             if text in registry.tasks:
                 task, status = text, "all"
@@ -213,7 +213,8 @@ def dashboard_routes(
             "confirm.html",
             question=question,
             fields=dict(fields),
-            action=request.url.path,
+            # the path as sent (still percent-encoded), so any job key posts back intact
+            action=request.scope.get("raw_path", b"").decode("latin-1") or request.url.path,
             cancel=cancel,
         )
 
