@@ -26,7 +26,7 @@ from typing import Any
 from saq.job import Job, Status
 from saq.queue import Queue
 
-from domainjobs.runtime.trendstore import TrendStore, store_for
+from domainjobs.runtime.trendstore import KEEP_SECONDS, TrendStore, store_for
 
 logger = logging.getLogger("domainjobs")
 
@@ -52,8 +52,8 @@ class Resolution:
         return int(epoch) // self.seconds * self.seconds
 
 
-MINUTE = Resolution("m", 60, 3 * 3600)
-QUARTER = Resolution("q", 900, 26 * 3600)
+MINUTE = Resolution("m", 60, KEEP_SECONDS["m"])
+QUARTER = Resolution("q", 900, KEEP_SECONDS["q"])
 RESOLUTIONS = (MINUTE, QUARTER)
 
 #: seconds between two flushes of a worker's counters

@@ -28,6 +28,7 @@ from saq.queue.redis import RedisQueue
 #: resolution name -> bucket start -> task -> row
 Buckets = Mapping[str, Mapping[int, Mapping[str, Sequence[int]]]]
 
+#: how long each resolution's buckets are kept: minutes 3 h, quarter-hours 26 h
 KEEP_SECONDS = {"m": 3 * 3600, "q": 26 * 3600}
 
 MERGE_SCRIPT = """
