@@ -170,16 +170,16 @@ def counters(url: str, jobs: int, rounds: int, concurrency: int) -> dict[str, An
                 f"{k} {runs[k][-1]['cpu_us']:5.1f} us ({runs[k][-1]['rate']:5.0f}/s)" for k in KINDS
             )
             print(f"  round {index + 1}/{rounds}, CPU per job: {line}", flush=True)
+        rate = statistics.median(r["rate"] for r in runs["with"])
+        calls = _calls_per_job(url, jobs, concurrency)  # needs the generated app
+        hook = statistics.median(
+            asyncio.run(_hook_cost(url, 100_000, max(1, int(rate)))) for _ in range(5)
+        )
     finally:
         sys.path.remove(str(base))
         shutil.rmtree(base, ignore_errors=True)
     without = statistics.median(r["cpu_us"] for r in runs["without"])
     with_ = statistics.median(r["cpu_us"] for r in runs["with"])
-    rate = statistics.median(r["rate"] for r in runs["with"])
-    calls = _calls_per_job(url, jobs, concurrency)
-    hook = statistics.median(
-        asyncio.run(_hook_cost(url, 100_000, max(1, int(rate)))) for _ in range(5)
-    )
     pairs = [
         w["cpu_us"] / wo["cpu_us"] for wo, w in zip(runs["without"], runs["with"], strict=True)
     ]

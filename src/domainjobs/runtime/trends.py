@@ -16,6 +16,7 @@ last day. A bucket holds, per task, one row of :data:`WIDTH` integers laid out a
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
@@ -80,10 +81,7 @@ def padded(row: Sequence[int]) -> list[int]:
 
 def histogram_index(milliseconds: int) -> int:
     """The histogram bucket of a run time."""
-    for index, bound in enumerate(RUN_BOUNDS_MS):
-        if milliseconds <= bound:
-            return index
-    return len(RUN_BOUNDS_MS)
+    return bisect.bisect_left(RUN_BOUNDS_MS, milliseconds)
 
 
 def percentile(row: Sequence[int], fraction: float) -> float | None:
@@ -111,29 +109,42 @@ def finished(row: Sequence[int]) -> int:
     return row[DONE] + row[FAILED] + row[ABORTED]
 
 
+def count_job(row: list[int], job: Job) -> bool:
+    """Add one processed job to ``row`` in place; False (nothing added) for a job that is
+    still running. Kept lean: it runs once per job in every worker."""
+    status = job.status
+    if status is Status.COMPLETE:
+        row[DONE] += 1
+    elif status is Status.FAILED:
+        row[FAILED] += 1
+    elif status is Status.ABORTED:
+        row[ABORTED] += 1
+    elif status is Status.QUEUED or status is Status.NEW:
+        row[RETRIED] += 1  # SAQ's retry puts the job back as queued (and clears its times)
+        return True
+    else:
+        return False
+    started = job.started
+    if started:
+        if job.completed:
+            run = job.completed - started
+            if run < 0:
+                run = 0
+            row[RUN_MS] += run
+            row[HIST + bisect.bisect_left(RUN_BOUNDS_MS, run)] += 1
+        ready = job.queued
+        scheduled = int(job.scheduled) * 1000
+        if scheduled > ready:
+            ready = scheduled
+        if ready and started > ready:
+            row[WAIT_MS] += started - ready
+    return True
+
+
 def job_row(job: Job) -> list[int] | None:
     """What one processed job adds to its task's row, or None for a job still running."""
     row = new_row()
-    status = job.status
-    if status == Status.COMPLETE:
-        row[DONE] = 1
-    elif status == Status.FAILED:
-        row[FAILED] = 1
-    elif status == Status.ABORTED:
-        row[ABORTED] = 1
-    elif status in (Status.QUEUED, Status.NEW):
-        row[RETRIED] = 1  # SAQ's retry puts the job back as queued (and clears its times)
-        return row
-    else:
-        return None
-    if job.started and job.completed:
-        run = max(0, job.completed - job.started)
-        row[RUN_MS] = run
-        row[HIST + histogram_index(run)] = 1
-    if job.started:
-        ready = max(job.queued, int(job.scheduled) * 1000)
-        row[WAIT_MS] = max(0, job.started - ready) if ready else 0
-    return row
+    return row if count_job(row, job) else None
 
 
 #: the key prefix of the jobs of cron ticks (``domainjobs.runtime.cron.tick_key``)
@@ -169,16 +180,13 @@ class TrendRecorder:
         job = ctx.get("job")
         if job is None:
             return
-        row = job_row(job)
+        key = (int(time.time()) // 60 * 60, job.function)
+        row = self._pending.get(key)
         if row is None:
+            row = self._pending[key] = new_row()
+        if not count_job(row, job):
             return
-        key = (MINUTE.start(time.time()), job.function)
-        pending = self._pending.get(key)
-        if pending is None:
-            self._pending[key] = row
-        else:
-            add_rows(pending, row)
-        if job.key.startswith(CRON_KEY_PREFIX) and not row[RETRIED]:
+        if job.key.startswith(CRON_KEY_PREFIX) and job.status is not Status.QUEUED:
             self._cron_runs[job.function] = cron_run(job)
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_forever())
