@@ -157,6 +157,7 @@ def test_rows_of_processed_jobs():
     failed = Job("shop.ok", status=Status.FAILED, started=now - 5, completed=now)
     assert trends.job_row(failed)[FAILED] == 1  # type: ignore[index]
     assert trends.job_row(Job("shop.ok", status=Status.ACTIVE)) is None
+    assert trends.job_row(Job("shop.ok", status=Status.NEW)) is None  # never queued
 
 
 def test_percentiles_from_the_histogram():

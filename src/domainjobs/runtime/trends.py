@@ -119,7 +119,7 @@ def count_job(row: list[int], job: Job) -> bool:
         row[FAILED] += 1
     elif status is Status.ABORTED:
         row[ABORTED] += 1
-    elif status is Status.QUEUED or status is Status.NEW:
+    elif status is Status.QUEUED:
         row[RETRIED] += 1  # SAQ's retry puts the job back as queued (and clears its times)
         return True
     else:
@@ -183,8 +183,11 @@ class TrendRecorder:
         key = (int(time.time()) // 60 * 60, job.function)
         row = self._pending.get(key)
         if row is None:
-            row = self._pending[key] = new_row()
-        if not count_job(row, job):
+            row = new_row()
+            if not count_job(row, job):
+                return  # not processed by a worker (still running, or never queued)
+            self._pending[key] = row
+        elif not count_job(row, job):
             return
         if job.key.startswith(CRON_KEY_PREFIX) and job.status is not Status.QUEUED:
             self._cron_runs[job.function] = cron_run(job)
