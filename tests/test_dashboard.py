@@ -398,3 +398,32 @@ def test_every_page_and_action_works_on_every_broker(make_app, broker_url, tmp_p
         status, _, headers = request(action + "/delete", data={"confirmed": "1"}, headers=same)
         assert status == 303 and "deleted" in headers["location"]
         assert broker_jobs(broker_url, keys=[key]) == ["missing"]
+
+
+def test_a_broker_that_does_not_answer_is_one_clear_page(make_app):
+    import threading
+
+    import uvicorn
+
+    from domainjobs.web import create_app
+
+    app = make_app({"app/domain/work/jobs/tasks.py": FLAKY})
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    web = create_app(f"{app.name}.domain", dead, password="")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(web, host="127.0.0.1", port=port, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, what="uvicorn started")
+        base = f"http://127.0.0.1:{port}"
+        status, page, _ = request(base + "/", auth=None)
+        assert status == 503
+        assert "The broker is not answering" in page
+        assert f"The broker ({dead}) does not answer: ConnectionError" in page
+        assert "Traceback" not in page
+        status, body, _ = request(base + "/api/dashboard/trends", auth=None)
+        assert status == 503 and "does not answer" in json.loads(body)["error"]
+    finally:
+        server.should_exit = True
+        thread.join(10)

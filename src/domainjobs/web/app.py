@@ -72,15 +72,17 @@ def create_app(
         yield
         await queue_set.disconnect()
 
+    pages, error_page = dashboard_routes(registry, queue_set, tz, auth=bool(password))
     app = Starlette(
         routes=[
-            *dashboard_routes(registry, queue_set, tz, auth=bool(password)),
+            *pages,
             *api_routes(queue_set),
             saq_ui(queue_set),
             Mount("/assets", StaticFiles(directory=STATIC), name="assets"),
             Route("/health", health),
         ],
         lifespan=lifespan,
+        exception_handlers={Exception: error_page},
     )
     app.state.domainjobs_queues = queue_set
     app.add_middleware(SameOriginPosts)

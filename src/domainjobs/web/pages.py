@@ -4,6 +4,7 @@ the chart data as JSON, and the POST actions with their confirmation step."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone, tzinfo
@@ -11,15 +12,20 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 import jinja2
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from saq.job import Status
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from domainjobs.brokers.urls import describe
 from domainjobs.registry import Registry
 from domainjobs.web import data
 from domainjobs.web.actions import JOB_ACTIONS, pause_cron
 from domainjobs.web.queues import QueueSet
+
+logger = logging.getLogger("domainjobs.web")
 
 #: what a figure that does not exist shows (an en dash)
 NONE = "\u2013"
@@ -98,10 +104,20 @@ def with_message(target: str, message: str, kind: str = "ok") -> str:
     return f"{path}?{urlencode(pairs)}"
 
 
+def broker_down(exc: BaseException) -> bool:
+    """Whether ``exc`` says the broker could not be reached (not a bug of ours)."""
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)):
+        return True
+    return type(exc).__module__.startswith(("psycopg", "psycopg_pool")) and (
+        "connect" in str(exc).lower() or "pool" in type(exc).__name__.lower()
+    )
+
+
 def dashboard_routes(
     registry: Registry, queue_set: QueueSet, tz: tzinfo, auth: bool
-) -> list[BaseRoute]:
-    """Every page, the chart data and the actions of the dashboard."""
+) -> tuple[list[BaseRoute], Any]:
+    """Every page, the chart data and the actions of the dashboard; and the handler that
+    turns an exception into an error page."""
     env = environment()
     version = str(int(time.time()))
 
@@ -278,7 +294,20 @@ def dashboard_routes(
         past = "paused" if action == "pause" else "resumed"
         return RedirectResponse(with_message(target, f"cron job {task} {past}"), 303)
 
-    return [
+    async def error_page(request: Request, exc: Exception) -> Response:
+        if broker_down(exc):
+            where = ", ".join(sorted({describe(q) for q in queue_set.queues.values()}))
+            message = f"The broker ({where}) does not answer: {type(exc).__name__}: {exc}"
+            code = 503
+        else:
+            logger.error("dashboard page %s failed", request.url.path, exc_info=exc)
+            message = f"This page failed ({type(exc).__name__}); the server log has the details"
+            code = 500
+        if request.url.path.startswith(request.scope.get("root_path", "") + "/api/"):
+            return JSONResponse({"error": message}, status_code=code)
+        return render(request, "error.html", code=code, message=message, down=code == 503)
+
+    routes: list[BaseRoute] = [
         Route("/", overview_page),
         Route("/trends", trends_page),
         Route("/schedules", schedules_page),
@@ -289,3 +318,4 @@ def dashboard_routes(
         Route("/actions/tasks/{task}/{action}", task_action, methods=["POST"]),
         Route("/actions/crons/{task}/{action}", cron_action, methods=["POST"]),
     ]
+    return routes, error_page
