@@ -6,8 +6,9 @@ photographs every page in a headless Chromium (Debian's chromium + chromium-driv
 by selenium): light and dark (prefers-color-scheme), laptop and phone width.
 
 The real jobs cover only the last minute or so, so the charts would be one dot wide: the
-script first writes an hour (and a day) of made-up trend counters for the shop's tasks
-with the same store the workers use (``--no-history`` leaves them out).
+script first writes an hour (and a day) of made-up trend counters for the shop's tasks and a
+made-up last run for each cron job, with the same store the workers use (``--no-history``
+leaves them out).
 
 Usage (from the repository root)::
 
@@ -57,6 +58,7 @@ QUEUE_OF = {name: ("billing" if name.startswith("billing.") else "default") for 
 
 def made_up_history(url: str) -> None:
     """An hour of minute buckets and a day of quarter-hour buckets for the shop's tasks."""
+    from croniter import croniter
     from saq import Queue
 
     from domainjobs.runtime.trends import HIST, MINUTE, QUARTER, histogram_index, new_row
@@ -93,6 +95,21 @@ def made_up_history(url: str) -> None:
                         if QUEUE_OF[task] == queue and PROFILE[task][0]
                     }
                     await stores[queue].add(queue, {resolution.name: {start: rows}}, {})
+        # the last run of each cron job, as a worker records it when the job ends
+        for queue, name, cron, late, took in (
+            ("default", "catalog.refresh_prices", "*/15 * * * *", 0.4, 0.02),
+            ("billing", "billing.send_reminders", "0 9 * * *", 1.7, 12.5),
+            ("billing", "billing.close_books", "5 0 * * *", 0.3, 41.0),
+        ):
+            tick = int(croniter(cron, now).get_prev())
+            run = {
+                "key": f"cron:{name}:{tick}",
+                "tick": tick,
+                "status": "complete",
+                "started": tick + late,
+                "completed": tick + late + took,
+            }
+            await stores[queue].add(queue, {}, {name: run})
         for queue in queues.values():
             await queue.disconnect()
 
