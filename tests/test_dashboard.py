@@ -313,6 +313,9 @@ def test_actions_need_credentials_and_this_sites_pages(flaky_app, redis_url):
         assert request(action, data=form, headers={"Origin": "http://evil.test"})[0] == 403
         assert request(action, data=form, headers={"Referer": "http://evil.test/x"})[0] == 403
         assert request(action, data=form)[0] == 403  # neither header: refused too
+        proxied = {"Origin": "https://jobs.example.com", "X-Forwarded-Host": "jobs.example.com"}
+        status, page, _ = request(action, data={"next": "/jobs"}, headers=proxied)
+        assert status == 200 and "Retry job" in page  # the confirmation: allowed through
         assert request(f"{base}/api/queues/default/jobs/{key}/retry", data={})[0] == 403
         assert job_statuses(redis_url, [key])[key] == "failed"
         # no JS: the first POST asks, nothing changes yet

@@ -39,12 +39,15 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 
 
 def same_origin(scope: dict[str, Any]) -> bool:
-    """Whether the request's ``Origin`` (or ``Referer``) names the host it was sent to."""
-    host = _header(scope, b"host")
+    """Whether the request's ``Origin`` (or ``Referer``) names the host it was sent to: its
+    ``Host``, or the ``X-Forwarded-Host`` a proxy in front set (a page on another site
+    cannot make a browser send that header)."""
+    hosts = {_header(scope, b"host"), _header(scope, b"x-forwarded-host")}
+    allowed = {h.split(",")[0].strip().lower() for h in hosts if h}
     source = _header(scope, b"origin") or _header(scope, b"referer")
-    if not host or not source or source == "null":
+    if not allowed or not source or source == "null":
         return False
-    return urlsplit(source).netloc.lower() == host.lower()
+    return urlsplit(source).netloc.lower() in allowed
 
 
 class SameOriginPosts:
