@@ -181,7 +181,16 @@ def browser(tmp: Path) -> Any:
     return driver
 
 
-def shoot(driver: Any, url: str, path: Path, *, dark: bool, phone: bool, wait_charts: bool) -> None:
+def shoot(
+    driver: Any,
+    url: str,
+    path: Path,
+    *,
+    dark: bool,
+    phone: bool,
+    wait_charts: bool,
+    click: str | None = None,
+) -> None:
     """Open ``url`` in the given mode and save a full-page PNG at ``path``."""
     width, height = PHONE if phone else DESKTOP
     driver.execute_cdp_cmd(
@@ -203,6 +212,13 @@ def shoot(driver: Any, url: str, path: Path, *, dark: bool, phone: bool, wait_ch
             what="the charts",
         )
     time.sleep(0.5)  # let uPlot's resize frame settle before the picture
+    if click:  # a button whose dialog is the picture: the window as it is
+        driver.find_element("css selector", click).click()
+        time.sleep(0.3)
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+        path.write_bytes(base64.b64decode(shot["data"]))
+        print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+        return
     full = int(driver.execute_script("return document.documentElement.scrollHeight"))
     driver.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride",
@@ -271,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
             for name, path, dark, phone, charts in shots:
                 target = out / f"dashboard-{name}.png"
                 shoot(driver, base + path, target, dark=dark, phone=phone, wait_charts=charts)
+            # the confirmation every action asks for
+            shoot(driver, base + "/jobs", out / "dashboard-confirm.png", dark=False, phone=False,
+                  wait_charts=False, click="table.by-task button.primary")  # fmt: skip
         finally:
             if driver is not None:
                 driver.quit()
