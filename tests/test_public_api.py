@@ -216,4 +216,6 @@ def test_function_body_imports_are_only_for_optional_extras_or_start_up_cost() -
         "domainjobs.observability.state -> domainjobs.observability.metrics",  # extra: metrics
         "domainjobs.observability.state -> domainjobs.observability.tracing",  # extra: otel
         "domainjobs.testing.broker -> domainjobs.brokers.embedded",  # POSIX only (fcntl)
+        "domainjobs.web.app -> domainjobs.web.pages",  # extra: web (starlette, jinja2)
+        "domainjobs.web.app -> domainjobs.web.saqui",  # extra: web (starlette)
     ]

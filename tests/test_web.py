@@ -1,6 +1,7 @@
-"""SAQ's web UI for every discovered queue: ``run --web`` with basic auth, checked over real
+"""The web UI for every discovered queue: ``run --web`` with basic auth, checked over real
 HTTP and in a real headless Chromium (Debian's chromium + chromium-driver), and the ASGI app
-mounted inside another Starlette app served by uvicorn."""
+mounted inside another Starlette app served by uvicorn. SAQ's own UI stays reachable under
+``/saq/`` (the dashboard's own pages are tested in tests/test_dashboard.py)."""
 
 from __future__ import annotations
 
@@ -160,11 +161,16 @@ def test_create_app_mounts_inside_another_asgi_app(web_app, redis_url):
         assert get(base + "/jobs/api/queues")[0] == 401
         status, page = get(base + "/jobs/", ("admin", PASSWORD))
         assert status == 200
-        assert b'const root_path = "/jobs"' in page
-        assert b"/jobs/static/app.js" in page
-        status, body = get(base + "/jobs/api/queues", ("admin", PASSWORD))
-        assert {q["name"] for q in json.loads(body)["queues"]} == {"default", "mail"}
-        assert get(base + "/jobs/static/app.js", ("admin", PASSWORD))[0] == 200
+        assert b'href="/jobs/assets/dash.css' in page and b'href="/jobs/schedules"' in page
+        assert get(base + "/jobs/assets/uplot.min.js", ("admin", PASSWORD))[0] == 200
+        status, page = get(base + "/jobs/saq/", ("admin", PASSWORD))
+        assert status == 200
+        assert b'const root_path = "/jobs/saq"' in page
+        assert b"/jobs/saq/static/app.js" in page
+        for api in ("/jobs/api/queues", "/jobs/saq/api/queues"):
+            status, body = get(base + api, ("admin", PASSWORD))
+            assert {q["name"] for q in json.loads(body)["queues"]} == {"default", "mail"}
+        assert get(base + "/jobs/saq/static/app.js", ("admin", PASSWORD))[0] == 200
     finally:
         server.should_exit = True
         thread.join(10)
@@ -228,7 +234,9 @@ def page_text(driver) -> str:
 
 
 @needs_chromium
-def test_chromium_shows_every_queue_and_an_enqueued_job(web_app, redis_url, browser, tmp_path):
+def test_chromium_shows_every_queue_and_an_enqueued_job_in_saqs_ui(
+    web_app, redis_url, browser, tmp_path
+):
     port = free_port()
     env = {"DOMAINJOBS_WEB_USER": USER, "DOMAINJOBS_WEB_PASSWORD": PASSWORD}
     [key] = enqueue(redis_url, "mail.send", 1, queue="mail", scheduled=int(time.time()) + 3600)
@@ -243,17 +251,17 @@ def test_chromium_shows_every_queue_and_an_enqueued_job(web_app, redis_url, brow
         assert status == 401
         assert "mail" not in page_text(browser)
         send_credentials(browser, USER, PASSWORD)
-        browser.get(base + "/")
+        browser.get(base + "/saq/")
         wait_for(
             lambda: "mail" in page_text(browser) and "default" in page_text(browser),
             timeout=20,
             what="the queues in the page",
         )
         browser.save_screenshot(str(tmp_path / "queues.png"))
-        browser.get(base + "/queues/mail")
+        browser.get(base + "/saq/queues/mail")
         wait_for(lambda: key in page_text(browser), timeout=20, what="the job in the page")
         assert "mail.send" in page_text(browser)
-        browser.get(f"{base}/queues/mail/jobs/{key}")
+        browser.get(f"{base}/saq/queues/mail/jobs/{key}")
         wait_for(lambda: "Attempts" in page_text(browser), timeout=20, what="the job's page")
         assert key in page_text(browser) and "mail.send" in page_text(browser)
         browser.save_screenshot(str(tmp_path / "job.png"))

@@ -122,7 +122,11 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--supervised-by", type=int, help=argparse.SUPPRESS)
     group = parser.add_argument_group("web UI (extra 'web')")
-    group.add_argument("--web", action="store_true", help="serve SAQ's web UI for every queue")
+    group.add_argument(
+        "--web",
+        action="store_true",
+        help="serve the dashboard (and SAQ's own UI under /saq/) for every queue",
+    )
     group.add_argument("--host", default="127.0.0.1", help="web UI address (default 127.0.0.1)")
     group.add_argument("--port", type=positive_int, default=8080, help="web UI port (default 8080)")
     group.add_argument(
@@ -163,6 +167,7 @@ def handle(args: argparse.Namespace) -> int:
     registry = discover_configured(settings)
     validate_settings(settings, registry)
     url = resolve_url(None, settings)
+    args.cron_tz = settings.cron_tz  # the dashboard's schedules page shows times in it
     if args.web_only:
         args.web = True
         return loops.run(with_web(args, registry, url, until_signal()), args.loop)
@@ -179,7 +184,7 @@ def web_parts(args: argparse.Namespace, registry: Registry, url: str) -> tuple[A
     from domainjobs import web  # needs the 'web' extra (starlette, uvicorn)
 
     web.check_exposure(args.host, web.credentials_from_env() is not None, args.web_insecure)
-    app = web.create_app(registry, url)
+    app = web.create_app(registry, url, cron_tz=getattr(args, "cron_tz", None))
     return app, web.bind(args.host, args.port)
 
 

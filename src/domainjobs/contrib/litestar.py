@@ -30,7 +30,7 @@ from domainjobs.discovery.builder import resolve_registry
 from domainjobs.options import CRON_JOB_OPTIONS
 from domainjobs.registry import DEFAULT_QUEUE, CronSpec, Registry, RegistryOrRoots
 from domainjobs.runtime.hooks import HookRunner
-from domainjobs.runtime.job_hooks import with_job_hooks
+from domainjobs.runtime.job_hooks import with_domain_job_hooks
 from domainjobs.runtime.worker import renamed, saq_cron_job
 
 
@@ -97,7 +97,7 @@ def queue_configs(
             **options,
             **dict((per_queue or {}).get(name, {})),
         }
-        kwargs["before_process"], kwargs["after_process"] = with_job_hooks(
+        kwargs["before_process"], kwargs["after_process"] = with_domain_job_hooks(
             registry, kwargs.get("before_process"), kwargs.get("after_process")
         )
         configs.append(

@@ -17,6 +17,8 @@ from typing import Any
 from croniter import croniter
 from saq import Worker
 
+from domainjobs.runtime.pauses import paused_crons
+
 logger = logging.getLogger("domainjobs")
 
 
@@ -46,9 +48,12 @@ async def schedule_each_tick(worker: Worker[Any], lock: int = 1) -> None:
     loop never lets a frequent cron skip a tick.
     """
     horizon = 2 * float(worker.timers["schedule"])
+    paused = await paused_crons(worker.queue)  # paused from the dashboard
     for cron_job in worker.cron_jobs:
         options = dict(cron_job.__dict__)
         name = options.pop("function").__qualname__
+        if name in paused:
+            continue
         options.pop("unique", None)
         cron = options.pop("cron")
         for scheduled in upcoming_ticks(cron, datetime.now(worker.cron_tz), horizon):

@@ -38,7 +38,7 @@ def _as_list(hooks: Any) -> list[Any]:
     return [hooks] if callable(hooks) or isinstance(hooks, str) else list(hooks)
 
 
-def with_job_hooks(
+def with_domain_job_hooks(
     registry: Registry,
     before: Sequence[Hook] | Hook | None,
     after: Sequence[Hook] | Hook | None,

@@ -29,7 +29,8 @@ from domainjobs.registry import DEFAULT_QUEUE, CronSpec, Registry, RegistryOrRoo
 from domainjobs.runtime import saq_internals
 from domainjobs.runtime.cron import schedule_each_tick
 from domainjobs.runtime.hooks import HookRunner
-from domainjobs.runtime.job_hooks import with_job_hooks
+from domainjobs.runtime.job_hooks import with_domain_job_hooks
+from domainjobs.runtime.trends import recorder_for
 
 #: The worker is the one place a SAQ function name is set: a task's public name.
 #: ``timers["sweep"]``: how often the queue is swept for dead workers' jobs (SAQ: 60 s);
@@ -222,9 +223,14 @@ def _worker(
     kwargs["timers"] = {**WORKER_DEFAULTS["timers"], **(saq_worker_kwargs.get("timers") or {})}
     if kwargs.get("burst") and not kwargs.get("dequeue_timeout"):
         kwargs["dequeue_timeout"] = 1.0
-    kwargs["before_process"], kwargs["after_process"] = with_job_hooks(
+    kwargs["before_process"], kwargs["after_process"] = with_domain_job_hooks(
         registry, kwargs.get("before_process"), kwargs.get("after_process")
     )
+    # the dashboard's trend counters: a per-job hook, flushed to the broker once a second
+    recorder = recorder_for(queue)
+    if recorder is not None:
+        kwargs["after_process"] = [recorder.after_process, *kwargs["after_process"]]
+        kwargs["shutdown"] = [*_hook_list(kwargs.get("shutdown")), recorder.close]
     return DomainWorker(queue, functions, hooks=hooks, cron_jobs=cron_jobs, **kwargs)
 
 
