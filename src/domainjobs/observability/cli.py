@@ -27,6 +27,7 @@ from domainjobs.brokers.urls import queue_from_url
 from domainjobs.errors import ConfigError
 from domainjobs.observability import state
 from domainjobs.registry import DEFAULT_QUEUE, Registry
+from domainjobs.web.serving import bind as bind_listener
 
 logger = logging.getLogger("domainjobs")
 
@@ -107,21 +108,9 @@ def child_arguments(args: argparse.Namespace) -> list[str]:
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket for the metrics port, or a ``ConfigError`` saying why not."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}): "
-            "pick another --metrics-port or --metrics-host"
-        ) from None
-    sock.setblocking(False)
-    return sock
+    return bind_listener(
+        host, port, what="metrics", fix="pick another --metrics-port or --metrics-host"
+    )
 
 
 class _Queues:

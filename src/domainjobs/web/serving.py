@@ -35,8 +35,15 @@ def check_exposure(host: str, has_auth: bool, insecure: bool) -> None:
     )
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port``, or a ``ConfigError`` saying why not."""
+def bind(
+    host: str,
+    port: int,
+    *,
+    what: str = "the web UI",
+    fix: str = "pick another --port or --host",
+) -> socket.socket:
+    """A listening socket on ``host:port``, or a ``ConfigError`` saying why not: "cannot
+    serve ``what`` on host:port (reason): ``fix``"."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, kind, proto, _, address = infos[0]
@@ -46,8 +53,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.listen(128)
     except OSError as exc:
         raise ConfigError(
-            f"cannot serve the web UI on {host}:{port} ({exc.strerror or exc}): "
-            "pick another --port or --host"
+            f"cannot serve {what} on {host}:{port} ({exc.strerror or exc}): {fix}"
         ) from None
     sock.setblocking(False)
     return sock
