@@ -21,7 +21,7 @@ from saq.queue import Queue
 from saq.queue.redis import RedisQueue
 
 from domainjobs.runtime.pauses import set_paused
-from domainjobs.web.auth import ASGIApp
+from domainjobs.web.auth import ASGIApp, send_plain
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 FINISHED = frozenset({Status.COMPLETE, Status.FAILED, Status.ABORTED})
@@ -66,18 +66,9 @@ class SameOriginPosts:
         if scope["type"] != "http" or scope["method"] in SAFE_METHODS or same_origin(scope):
             await self.app(scope, receive, send)
             return
-        body = b"403 Forbidden: a request that changes something must come from this page\n"
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 403,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+        await send_plain(
+            send, 403, b"403 Forbidden: a request that changes something must come from this page\n"
         )
-        await send({"type": "http.response.body", "body": body})
 
 
 async def retry_job(queue: Queue, job: Job) -> str | None:

@@ -68,16 +68,30 @@ class BasicAuth:
         if scope["type"] != "http" or self.allowed(scope.get("headers", ())):
             await self.app(scope, receive, send)
             return
-        body = b"401 Unauthorized: this page needs the user and password of DOMAINJOBS_WEB_*\n"
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"www-authenticate", self._challenge),
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+        await send_plain(
+            send,
+            401,
+            b"401 Unauthorized: this page needs the user and password of DOMAINJOBS_WEB_*\n",
+            [(b"www-authenticate", self._challenge)],
         )
-        await send({"type": "http.response.body", "body": body})
+
+
+async def send_plain(
+    send: Callable[[Any], Awaitable[None]],
+    status: int,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Answer an ASGI HTTP request with a plain-text ``body`` (for middleware refusals)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                *(headers or []),
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
