@@ -26,7 +26,14 @@ PRIVATE_ATTRIBUTES: tuple[tuple[str, str, str, str], ...] = (
         "saq.worker.Worker",
         "_cancellation_hard_deadline_s",
         "runtime.worker.DomainWorker.prepare_to_run",
-        "same: SAQ's backstop behind our own graceful stop",
+        "same: SAQ's backstop behind our own graceful stop; also read by "
+        "DomainWorker.process, which waits that long for a cancelled job function",
+    ),
+    (
+        "saq.queue.base.Queue",
+        "_before_enqueue",
+        "brokers.redis.SweepSafeRedisQueue.enqueue_tick",
+        "runs the queue's before-enqueue callbacks for a cron tick enqueued by our script",
     ),
     (
         "saq.queue.redis.RedisQueue",
@@ -65,6 +72,11 @@ PRIVATE_ATTRIBUTES: tuple[tuple[str, str, str, str], ...] = (
         "wakes waiting workers after our sweep puts a job back",
     ),
 )
+
+
+def cancellation_deadline(worker: Any) -> float:
+    """How long a worker waits for a cancelled job function (see ``PRIVATE_ATTRIBUTES``)."""
+    return float(worker._cancellation_hard_deadline_s)
 
 
 def set_stop_deadlines(worker: Any, *, grace_period: int, cancellation_deadline: float) -> None:

@@ -12,18 +12,28 @@ a worker after it is built. The private SAQ attributes we still touch are listed
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
 import inspect
+import logging
+import threading
+import time
+import traceback
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from saq import Worker
-from saq.job import CronJob, Job
+from saq.job import CronJob, Job, Status
 from saq.queue import Queue
+from saq.types import JobTaskContext
+from saq.utils import cancel_tasks, now, uuid1
 
+from domainjobs.brokers.leases import FENCE, LeaseHolder, lease_lost
 from domainjobs.brokers.urls import queue_from_url, resolve_url
 from domainjobs.discovery.builder import resolve_registry
+from domainjobs.errors import LeaseLostError, TaskExitError
 from domainjobs.registry import DEFAULT_QUEUE, CronSpec, Registry, RegistryOrRoots
 from domainjobs.runtime import saq_internals
 from domainjobs.runtime.cron import schedule_each_tick
@@ -44,6 +54,97 @@ WORKER_DEFAULTS: dict[str, Any] = {
 IDLE_DEQUEUE_TIMEOUT = 1.0
 
 Hook = Callable[[dict[str, Any]], Any]
+
+logger = logging.getLogger("domainjobs")
+
+#: Longest pause (seconds) between two attempts at a write the broker did not take.
+MAX_WRITE_BACKOFF = 2.0
+#: After the grace period, a thread job still running gets this many more seconds to end
+#: before the process leaves it to its lease and exits.
+THREAD_LAST_WAIT = 1.0
+#: Longest pause (seconds) between two attempts to reach a broker that is gone.
+MAX_BROKER_BACKOFF = 10.0
+
+
+async def call_async_job(
+    job: Job, function: Callable[..., Awaitable[Any]], context: dict[str, Any]
+) -> Any:
+    """Run an ``async def`` task; ``SystemExit``/``KeyboardInterrupt`` fail the job only.
+
+    The loop watchdog finds the job blocking the event loop by this function's frame.
+    """
+    try:
+        return await function(context, **(job.kwargs or {}))
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise task_exit(job, exc) from None
+
+
+def task_exit(job: Job, exc: BaseException) -> TaskExitError:
+    """The error that fails a job whose task raised ``SystemExit``/``KeyboardInterrupt``."""
+    return TaskExitError(
+        f"task {job.function} raised {type(exc).__name__}({exc}); a task cannot end its "
+        "worker, so this fails the job (it is retried if it has retries left)"
+    )
+
+
+def blocking_job(frame: types.FrameType | None) -> Job | None:
+    """The job whose ``async def`` task is running in ``frame``'s stack, if any."""
+    while frame is not None:
+        if frame.f_code is call_async_job.__code__:
+            job = frame.f_locals.get("job")
+            return job if isinstance(job, Job) else None
+        frame = frame.f_back
+    return None
+
+
+def describe_blocker(frame: types.FrameType | None) -> str | None:
+    """``job <key> (task <name>)`` for the job running in ``frame``'s stack, if any."""
+    job = blocking_job(frame)
+    return None if job is None else f"job {job.key} (task {job.function})"
+
+
+class JobThread:
+    """A plain ``def`` task running in its own daemon thread, so a process that gives up on
+    it at the end of its grace period can still exit (a pool thread would be waited for)."""
+
+    def __init__(self, job: Job, function: Callable[..., Any], context: dict[str, Any]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[Any] = self.loop.create_future()
+        copied = contextvars.copy_context()
+        self.thread = threading.Thread(
+            target=copied.run,
+            args=(self._body, job, function, context),
+            name=f"domainjobs-job-{job.key}",
+            daemon=True,
+        )
+
+    def _body(self, job: Job, function: Callable[..., Any], context: dict[str, Any]) -> None:
+        try:
+            result = function(context, **(job.kwargs or {}))
+        except (SystemExit, KeyboardInterrupt) as exc:
+            self._settle(None, task_exit(job, exc))
+        except BaseException as exc:
+            self._settle(None, exc)
+        else:
+            self._settle(result, None)
+
+    def _settle(self, result: Any, error: BaseException | None) -> None:
+        def settle() -> None:
+            if self.future.done():
+                return
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(result)
+
+        with contextlib.suppress(RuntimeError):  # a closed loop: the process is ending
+            self.loop.call_soon_threadsafe(settle)
+
+    async def run(self) -> Any:
+        """Start the thread and wait for its result (cancelling waits no longer; the thread
+        runs on)."""
+        self.thread.start()
+        return await asyncio.shield(self.future)
 
 
 class DomainWorker(Worker[Any]):
@@ -72,6 +173,18 @@ class DomainWorker(Worker[Any]):
         #: the slot task running each job, so a stop cancels the slot (SAQ then re-queues
         #: the job) rather than the function (which would leave it ``active``)
         self.slots: dict[Job, asyncio.Task[Any]] = {}
+        #: the lease (worker id) each running job was taken under
+        self.fences: dict[Job, str] = {}
+        #: the thread of each running plain ``def`` job
+        self.job_threads: dict[Job, JobThread] = {}
+        #: jobs dropped because their lease lapsed (they belong to their queue again)
+        self.dropped: set[Job] = set()
+        #: thread jobs still running when their slot was cancelled: left to their lease
+        self.abandoned: set[Job] = set()
+        self.poll_interval = float(saq_kwargs.get("poll_interval", 0.0))
+        self._backoff = 0.0
+        self._backoff_until = 0.0
+        self._down_since: float | None = None
         super().__init__(
             queue,
             functions,
@@ -81,6 +194,254 @@ class DomainWorker(Worker[Any]):
             after_process=_hook_list(after_process) or None,
             **saq_kwargs,
         )
+        if isinstance(queue, LeaseHolder):
+            queue.on_lease_lost(self._lease_lost)
+
+    @property
+    def transient_errors(self) -> tuple[type[BaseException], ...]:
+        """The broker errors a write is retried after (the queue's, or OS-level ones)."""
+        errors: tuple[type[BaseException], ...] = getattr(
+            self.queue, "transient_errors", (ConnectionError, OSError)
+        )
+        return errors
+
+    async def start(self) -> None:
+        """Take a lease in the broker (when the queue has leases), then run as SAQ does."""
+        if isinstance(self.queue, LeaseHolder):
+            await self.queue.hold_lease(self.id)
+        await super().start()
+
+    def _lease_lost(self, worker_id: str) -> None:
+        """Our lease lapsed: drop the jobs taken under it, and go on under a new worker id."""
+        if worker_id != self.id and worker_id not in self.fences.values():
+            return
+        if worker_id == self.id:
+            self.id = uuid1()
+            logger.warning("worker %s goes on as worker %s (a new lease)", worker_id, self.id)
+        for job, fence in list(self.fences.items()):
+            if fence != worker_id:
+                continue
+            self.dropped.add(job)
+            context = self.job_task_contexts.get(job)
+            if context is not None and not context["task"].done():
+                context["task"].cancel()
+
+    async def _ensure_lease(self) -> None:
+        if isinstance(self.queue, LeaseHolder):
+            await self.queue.hold_lease(self.id)
+
+    # -- writes that land, or are dropped with the lease --------------------------------
+
+    async def _land(self, job: Job, what: str, write: Callable[[], Awaitable[None]]) -> None:
+        """Run ``write`` until the broker takes it; retried with backoff after broker errors
+        until it lands or the lease of ``job`` is lost (``LeaseLostError``)."""
+        delay = 0.05
+        failing_since: float | None = None
+        while True:
+            try:
+                await write()
+            except self.transient_errors as exc:
+                fence = self.fences.get(job)
+                if (
+                    fence is not None
+                    and isinstance(self.queue, LeaseHolder)
+                    and self.queue.lease_is_lost(fence)
+                ):
+                    raise lease_lost(fence) from None
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    logger.warning(
+                        "could not %s %s (%s: %s); retrying until the broker takes it",
+                        what,
+                        job.key,
+                        type(exc).__name__,
+                        exc,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_WRITE_BACKOFF)
+            else:
+                if failing_since is not None:
+                    logger.info(
+                        "%s %s: written after %.1fs",
+                        what,
+                        job.key,
+                        time.monotonic() - failing_since,
+                    )
+                return
+
+    async def _broker_down(self, exc: BaseException) -> None:
+        """Wait for a broker that is out of reach: one log line per back-off step, and the
+        embedded broker started again if its server is gone."""
+        moment = time.monotonic()
+        if moment >= self._backoff_until:
+            self._backoff = min(self._backoff * 2, MAX_BROKER_BACKOFF) if self._backoff else 0.5
+            self._backoff_until = moment + self._backoff
+            if self._down_since is None:
+                self._down_since = moment
+            logger.warning(
+                "broker of queue %s out of reach for %.0fs (%s); next try in %gs",
+                self.queue.name,
+                moment - self._down_since,
+                type(exc).__name__,
+                self._backoff,
+            )
+            if isinstance(self.queue, LeaseHolder):
+                try:
+                    await self.queue.revive_broker()
+                except Exception as revive_error:
+                    logger.warning("could not start the broker again: %s", revive_error)
+        await asyncio.sleep(max(0.0, self._backoff_until - moment))
+
+    def _broker_back(self) -> None:
+        if self._down_since is not None:
+            logger.info(
+                "broker of queue %s reachable again after %.1fs",
+                self.queue.name,
+                time.monotonic() - self._down_since,
+            )
+        self._down_since = None
+        self._backoff = 0.0
+
+    async def _take(self) -> Job | None:
+        try:
+            await self._ensure_lease()
+            job = await self.queue.dequeue(
+                timeout=self.dequeue_timeout, poll_interval=self.poll_interval
+            )
+        except self.transient_errors as exc:
+            await self._broker_down(exc)
+            return None
+        self._broker_back()
+        return job
+
+    def _start_function(self, job: Job, context: dict[str, Any]) -> asyncio.Task[Any]:
+        function = self.functions[job.function]
+        if inspect.iscoroutinefunction(function):
+            return asyncio.create_task(call_async_job(job, function, context))
+        runner = self.job_threads[job] = JobThread(job, function, context)
+        return asyncio.create_task(runner.run())
+
+    async def _last_wait(self, job: Job) -> tuple[tuple[Status], dict[str, Any]] | None:
+        """A thread job whose slot was cancelled gets ``THREAD_LAST_WAIT`` more seconds; how
+        to finish it if its thread ended meanwhile, else ``None``."""
+        runner = self.job_threads[job]
+        done, _ = await asyncio.wait([runner.future], timeout=THREAD_LAST_WAIT)
+        if not done or runner.future.cancelled():
+            return None
+        error = runner.future.exception()
+        if error is None:
+            return (Status.COMPLETE,), {"result": runner.future.result()}
+        text = "".join(traceback.format_exception(error))
+        return (Status.FAILED,), {"error": text}
+
+    def _thread_running(self, job: Job) -> bool:
+        runner = self.job_threads.get(job)
+        return runner is not None and runner.thread.is_alive()
+
+    async def process(self) -> bool:
+        """SAQ's ``Worker.process`` (take a job, mark it active, run it, finish or retry
+        it), with every write fenced on the worker's lease and retried until it lands, broker
+        errors never counted as the job's failure, a task's ``SystemExit`` failing only its
+        job, and a thread job left to its lease (not re-queued) when its slot is cancelled
+        while its thread still runs."""
+        context: dict[str, Any] | None = None
+        job: Job | None = None
+        task_ctx: JobTaskContext | None = None
+        try:
+            job = await self._take()
+            if job is None:
+                return False
+            taken = job
+            fence = self.id
+            FENCE.set(fence)  # this slot's context: the job's writes, and its function's
+            self.fences[job] = fence
+            job.started = now()
+            job.attempts += 1
+            job.worker_id = fence
+            await self._land(job, "mark active", lambda: taken.update(status=Status.ACTIVE))
+            context = {**self.context, "job": job}
+            await self._before_process(context)
+            logger.info("Processing %s", job.info(logger.isEnabledFor(logging.DEBUG)))
+            task = self._start_function(job, context)
+            task_ctx = JobTaskContext(task=task, aborted=None)
+            self.job_task_contexts[job] = task_ctx
+            try:
+                result = await asyncio.wait_for(asyncio.shield(task), job.timeout or None)
+            except asyncio.TimeoutError:
+                if not task.done() or task.cancelled():
+                    task.cancel()
+                    raise
+                result = task.result()  # it ended as the timeout fired (e.g. a blocked loop)
+            if task_ctx["aborted"] is None:
+                await self._land(
+                    job, "finish", lambda: taken.finish(Status.COMPLETE, result=result)
+                )
+        except asyncio.CancelledError:
+            if not job or task_ctx is None or job in self.dropped:
+                return False
+            task = task_ctx["task"]
+            aborted = task_ctx["aborted"]
+            if aborted is not None:
+                await self._land(job, "finish", lambda: taken.finish(Status.ABORTED, error=aborted))
+                return False
+            if self._thread_running(job):
+                finished = await self._last_wait(job)
+                if finished is not None:
+                    await self._land(
+                        job, "finish", lambda: taken.finish(*finished[0], **finished[1])
+                    )
+                    return False
+                self.abandoned.add(job)
+                logger.warning(
+                    "job %s is still running in its thread: not re-queued while it can still "
+                    "complete; if this process exits first, its lease lapses and the job is "
+                    "put back on the queue",
+                    job.key,
+                )
+                return False
+            if not task.done() and not await cancel_tasks([task], self._cancellation_deadline()):
+                logger.warning(
+                    "Function: %s did not finish cancellation in time, it may be stuck",
+                    job.function,
+                )
+            await self._land(job, "retry", lambda: taken.retry("cancelled"))
+        except LeaseLostError as exc:
+            if job is not None:
+                self.dropped.add(job)
+                logger.info("dropped %s: %s", job.key, exc)
+        except Exception as ex:
+            if context is not None:
+                context["exception"] = ex
+            if job is not None and job not in self.dropped:
+                logger.exception("Error processing job %s", job)
+                if task_ctx is not None and not task_ctx["task"].done():
+                    await cancel_tasks([task_ctx["task"]], self._cancellation_deadline())
+                error = traceback.format_exc()
+                try:
+                    if job.retryable:
+                        await self._land(job, "retry", lambda: taken.retry(error))
+                    else:
+                        await self._land(
+                            job, "finish", lambda: taken.finish(Status.FAILED, error=error)
+                        )
+                except LeaseLostError as lost:
+                    logger.info("dropped %s: %s", job.key, lost)
+        finally:
+            if job is not None:
+                self.fences.pop(job, None)
+                self.job_threads.pop(job, None)
+                self.dropped.discard(job)
+                if task_ctx is not None and self.job_task_contexts.get(job) is task_ctx:
+                    del self.job_task_contexts[job]
+            if context:
+                try:
+                    await self._after_process(context)
+                except (Exception, asyncio.CancelledError):
+                    logger.exception("Failed to run after process hook")
+        return True
+
+    def _cancellation_deadline(self) -> float:
+        return float(saq_internals.cancellation_deadline(self))
 
     async def _track_slot(self, ctx: dict[str, Any]) -> None:
         task = asyncio.current_task()
@@ -96,9 +457,31 @@ class DomainWorker(Worker[Any]):
         await schedule_each_tick(self, lock)
 
     async def upkeep(self) -> list[asyncio.Task[None]]:
-        """SAQ's upkeep loops, cancelled as soon as the worker stops (SAQ would wait for
-        their sleeps, up to 10 s, e.g. after a burst worker drained its queue)."""
-        tasks = await super().upkeep()
+        """SAQ's upkeep loops (abort, schedule, sweep, worker info), quiet while the broker
+        is out of reach (the slots report that, once per back-off step), and cancelled as
+        soon as the worker stops (SAQ would wait for their sleeps, up to 10 s)."""
+
+        async def poll(func: Callable[[int], Awaitable[Any]], sleep: int, arg: int = 0) -> None:
+            while not self.event.is_set():
+                try:
+                    await func(arg or sleep)
+                except self.transient_errors as exc:
+                    logger.debug("upkeep %s: broker out of reach (%s)", func.__name__, exc)
+                except (Exception, asyncio.CancelledError):
+                    if self.event.is_set():
+                        return
+                    logger.exception("Upkeep task failed unexpectedly")
+                await asyncio.sleep(sleep)
+
+        timers = self.timers
+        tasks = [
+            asyncio.create_task(poll(self.abort, timers["abort"])),
+            asyncio.create_task(poll(self.schedule, timers["schedule"])),
+            asyncio.create_task(poll(self.queue.sweep, timers["sweep"])),
+            asyncio.create_task(
+                poll(self.worker_info, timers["worker_info"], timers["worker_info"] + 1)
+            ),
+        ]
 
         async def end_upkeep() -> None:
             await self.event.wait()
