@@ -309,7 +309,12 @@ class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
             verdict = Verdict.FINISH_ABORTED
         else:
             verdict = verdict_for_active(
-                job, lease_lapsed=gone, now_ms=now(), settle=self.settle, max_lost=self.max_lost
+                job,
+                lease_lapsed=gone,
+                now_ms=now(),
+                settle=self.settle,
+                max_lost=self.max_lost,
+                lease_live=(job.worker_id or "") in lapsed and not gone,
             )
         if verdict is Verdict.KEEP:
             return False

@@ -438,6 +438,7 @@ class SweepSafeRedisQueue(LeaseHolder, RedisQueue):
             verdict = verdict_for_active(
                 job,
                 lease_lapsed=lease is not None and lease < now_ms,
+                lease_live=lease is not None and lease >= now_ms,
                 now_ms=now(),  # job stamps are the workers' clocks, as in SAQ
                 settle=self.settle,
                 max_lost=self.max_lost,
