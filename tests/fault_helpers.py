@@ -347,3 +347,67 @@ def os_pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+INITDB_OPTIONS = ("-U", "postgres", "-A", "trust", "--no-sync")
+IMMEDIATE_STOP = ("-m", "immediate", "stop")
+
+
+class RestartablePostgres:
+    """A throwaway PostgreSQL cluster that can be stopped (``pg_ctl stop -m immediate``, a
+    crash for the clients) and started again on the same port."""
+
+    def __init__(self) -> None:
+        from tests.servers import postgres_binaries
+
+        bindir = postgres_binaries()
+        if bindir is None:
+            raise RuntimeError("no PostgreSQL server found: apt-get install postgresql")
+        self.bindir = bindir
+        self.workdir = Path(tempfile.mkdtemp(prefix="dj-pgfault-"))
+        self.data = self.workdir / "data"
+        self.port = free_port()
+        self.run_as: list[str] = []
+        if os.geteuid() == 0:  # initdb refuses root: run the cluster as 'nobody'
+            import shutil
+
+            shutil.chown(self.workdir, "nobody")
+            self.run_as = ["runuser", "-u", "nobody", "--"]
+        subprocess.run(
+            [*self.run_as, str(bindir / "initdb"), "-D", str(self.data), *INITDB_OPTIONS],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    @property
+    def url(self) -> str:
+        """Its URL."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run(
+            [*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.data), *args],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def start(self) -> None:
+        """Start (and wait for) the server."""
+        options = f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1"
+        self._ctl("-w", "-l", str(self.workdir / "log"), "-o", options, "start")
+
+    def crash(self) -> None:
+        """``pg_ctl stop -m immediate``: every connection drops, no clean shutdown."""
+        self._ctl("-m", "immediate", "stop")
+
+    def remove(self) -> None:
+        """Stop it for good and remove its files."""
+        subprocess.run(
+            [*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.data), *IMMEDIATE_STOP],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        subprocess.run(["rm", "-rf", str(self.workdir)], check=False)

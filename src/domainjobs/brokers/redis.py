@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis as redis_sync
@@ -303,6 +304,29 @@ class SweepSafeRedisQueue(LeaseHolder, RedisQueue):
         if not path:
             return False
         return await asyncio.to_thread(revive, str(path))
+
+    async def reclaim_orphans(self, worker_id: str, held: Callable[[], set[str]]) -> list[str]:
+        """Put back the jobs marked active under ``worker_id`` that its worker no longer
+        runs (``held()``: the ids of the jobs it runs now).
+
+        After a broker restart, a server that lost its last writes (``appendfsync
+        everysec``) may show a job the worker has finished as still ``active``: its lease is
+        live, so the sweep would leave it there for good. The worker calls this once the
+        broker is back. Each put-back is a compare-and-set, like the sweep's.
+        """
+        ids = await self.redis.lrange(self._active, 0, -1)  # type: ignore[misc]
+        payloads = await self.redis.mget(ids) if ids else []
+        running = held()  # after the read: a job taken since then is in it
+        reclaimed = []
+        for job_id, payload in zip(ids, payloads, strict=True):
+            if payload is None or job_id.decode() in running:
+                continue
+            job = self.deserialize(payload)
+            if job is None or job.status != Status.ACTIVE or job.worker_id != worker_id:
+                continue
+            if await self._carry_out(Verdict.REQUEUE, job, payload, 0):
+                reclaimed.append(job.key)
+        return reclaimed
 
     # -- fenced writes (the worker's, while ``FENCE`` is set) ----------------------------
 

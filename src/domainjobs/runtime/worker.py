@@ -293,14 +293,33 @@ class DomainWorker(Worker[Any]):
         await asyncio.sleep(max(0.0, self._backoff_until - moment))
 
     def _broker_back(self) -> None:
-        if self._down_since is not None:
-            logger.info(
-                "broker of queue %s reachable again after %.1fs",
-                self.queue.name,
-                time.monotonic() - self._down_since,
-            )
+        if self._down_since is None:
+            return
+        logger.info(
+            "broker of queue %s reachable again after %.1fs",
+            self.queue.name,
+            time.monotonic() - self._down_since,
+        )
         self._down_since = None
         self._backoff = 0.0
+        reclaim = getattr(self.queue, "reclaim_orphans", None)
+        if reclaim is not None:
+            task = asyncio.create_task(reclaim(self.id, lambda: {j.id for j in self.fences}))
+            task.add_done_callback(self._reclaimed)
+            self.tasks.add(task)
+
+    def _reclaimed(self, task: asyncio.Task[list[str]]) -> None:
+        self.tasks.discard(task)
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            logger.warning("could not look for orphaned jobs: %s", task.exception())
+        elif task.result():
+            logger.warning(
+                "put back %d job(s) the broker still showed active under this worker "
+                "(it lost writes in its restart)",
+                len(task.result()),
+            )
 
     async def _take(self) -> Job | None:
         try:
@@ -359,6 +378,8 @@ class DomainWorker(Worker[Any]):
             job.attempts += 1
             job.worker_id = fence
             await self._land(job, "mark active", lambda: taken.update(status=Status.ACTIVE))
+            if job in self.dropped:  # the lease lapsed while the write was on its way
+                raise lease_lost(fence)
             context = {**self.context, "job": job}
             await self._before_process(context)
             logger.info("Processing %s", job.info(logger.isEnabledFor(logging.DEBUG)))
