@@ -293,6 +293,9 @@ class RestartableRedis:
                 self.fsync,
                 "--save",
                 "",
+                # only reachable on loopback or a test's own namespace address
+                "--protected-mode",
+                "no",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
