@@ -36,12 +36,13 @@ sys.path.insert(0, str(ROOT))  # tests.servers: the suite's throwaway redis-serv
 
 from tests.servers import redis_server  # noqa: E402
 
+LEASES = "src/domainjobs/brokers/leases.py"
+
 
 def before_ref() -> str:
     """The parent of the first commit that fenced the workers' writes."""
     found = subprocess.run(
-        ["git", "log", "--format=%H", "--reverse", "-S", "FENCE: contextvars", "--"]
-        + ["src/domainjobs/brokers/leases.py"],
+        ["git", "log", "--format=%H", "--reverse", "-S", "FENCE: contextvars", "--", LEASES],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -65,9 +66,9 @@ def export_tree(ref: str, into: Path) -> Path:
 def one_round(src: Path, url: str, jobs: int, concurrency: int, app: Path) -> dict[str, float]:
     """Run one timed round in a fresh interpreter with ``src`` first on the path."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(app)])}
+    threads = ("--concurrency", str(concurrency))
     out = subprocess.run(
-        [sys.executable, __file__, "--child", "--url", url, "--jobs", str(jobs)]
-        + ["--concurrency", str(concurrency)],
+        [sys.executable, __file__, "--child", "--url", url, "--jobs", str(jobs), *threads],
         env=env,
         capture_output=True,
         text=True,

@@ -162,7 +162,9 @@ def test_postgres_crash_and_restart_under_load(fresh_redis_url: str, app: tuple[
         figures = summary(statuses, counts.runs(keys), counts.done(keys))
         print(f"PostgreSQL stop -m immediate + start: {figures}")
         assert figures["lost"] == 0, figures
-        assert figures["ran_twice"] == 0, figures
+        # down about as long as a lease lasts: a job running when it went down may run
+        # again (its lease lapsed), at most one per slot of the two workers
+        assert figures["ran_twice"] <= 2 * 10, figures
         for worker in workers:
             assert worker.poll() is None, log_of(worker)
     finally:

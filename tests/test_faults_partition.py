@@ -44,8 +44,9 @@ from tests.fault_helpers import (
 )
 from tests.servers import wait_for
 
-#: How long A is cut off (seconds): the fault itself.
-CUT = 25.0
+#: How long A is cut off (seconds): the fault itself (docs/reliability.md also reports 20 s
+#: and 30 s cuts: DOMAINJOBS_TEST_CUT_SECONDS=20).
+CUT = float(os.environ.get("DOMAINJOBS_TEST_CUT_SECONDS", "25"))
 #: Each worker host's concurrency (the bound on jobs run twice).
 CONCURRENCY = 10
 
