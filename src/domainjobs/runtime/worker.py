@@ -56,6 +56,8 @@ IDLE_DEQUEUE_TIMEOUT = 1.0
 Hook = Callable[[dict[str, Any]], Any]
 
 logger = logging.getLogger("domainjobs")
+#: SAQ's own per-job lines keep SAQ's logger (``runtime.logs`` turns them down)
+saq_logger = logging.getLogger("saq")
 
 #: Longest pause (seconds) between two attempts at a write the broker did not take.
 MAX_WRITE_BACKOFF = 2.0
@@ -382,7 +384,7 @@ class DomainWorker(Worker[Any]):
                 raise lease_lost(fence)
             context = {**self.context, "job": job}
             await self._before_process(context)
-            logger.info("Processing %s", job.info(logger.isEnabledFor(logging.DEBUG)))
+            saq_logger.info("Processing %s", job.info(saq_logger.isEnabledFor(logging.DEBUG)))
             task = self._start_function(job, context)
             task_ctx = JobTaskContext(task=task, aborted=None)
             self.job_task_contexts[job] = task_ctx
@@ -421,7 +423,7 @@ class DomainWorker(Worker[Any]):
                 )
                 return False
             if not task.done() and not await cancel_tasks([task], self._cancellation_deadline()):
-                logger.warning(
+                saq_logger.warning(
                     "Function: %s did not finish cancellation in time, it may be stuck",
                     job.function,
                 )
@@ -434,7 +436,7 @@ class DomainWorker(Worker[Any]):
             if context is not None:
                 context["exception"] = ex
             if job is not None and job not in self.dropped:
-                logger.exception("Error processing job %s", job)
+                saq_logger.exception("Error processing job %s", job)
                 if task_ctx is not None and not task_ctx["task"].done():
                     await cancel_tasks([task_ctx["task"]], self._cancellation_deadline())
                 error = traceback.format_exc()
@@ -458,7 +460,7 @@ class DomainWorker(Worker[Any]):
                 try:
                     await self._after_process(context)
                 except (Exception, asyncio.CancelledError):
-                    logger.exception("Failed to run after process hook")
+                    saq_logger.exception("Failed to run after process hook")
         return True
 
     def _cancellation_deadline(self) -> float:
@@ -491,7 +493,7 @@ class DomainWorker(Worker[Any]):
                 except (Exception, asyncio.CancelledError):
                     if self.event.is_set():
                         return
-                    logger.exception("Upkeep task failed unexpectedly")
+                    saq_logger.exception("Upkeep task failed unexpectedly")
                 await asyncio.sleep(sleep)
 
         timers = self.timers
