@@ -106,6 +106,14 @@ return refused
 """
 )
 
+# KEYS: queued, active. Takes the next job (as SAQ's BLMOVE does, without blocking) and
+# returns {id, bytes}, or nil when the queue is empty.
+TAKE = """
+local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+if not id then return nil end
+return {id, redis.call('GET', id)}
+"""
+
 # The fenced writes a worker makes about a job it runs. Each returns 1 when written, 0 when
 # refused (the lease ARGV[1] has lapsed), -1 when the job is no longer the worker's.
 
@@ -327,6 +335,15 @@ class SweepSafeRedisQueue(LeaseHolder, RedisQueue):
             if await self._carry_out(Verdict.REQUEUE, job, payload, 0):
                 reclaimed.append(job.key)
         return reclaimed
+
+    async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
+        """SAQ's dequeue, in one round trip while jobs are waiting (a script moves the next
+        job to the active list and returns it); SAQ's blocking move when the queue is empty."""
+        if await self.version() >= (6, 2, 0):
+            taken = await self._script(TAKE)(keys=[self._queued, self._active], client=self.redis)
+            if taken:  # {id} alone when the job's key is gone: the sweep unlists it
+                return self.deserialize(taken[1]) if len(taken) > 1 else None
+        return await super().dequeue(timeout, poll_interval)
 
     # -- fenced writes (the worker's, while ``FENCE`` is set) ----------------------------
 

@@ -30,7 +30,19 @@ PRIVATE_ATTRIBUTES: tuple[tuple[str, str, str, str], ...] = (
         "DomainWorker.process, which waits that long for a cancelled job function",
     ),
     (
-        "saq.queue.base.Queue",
+        "saq.worker.Worker",
+        "_before_process",
+        "runtime.worker.DomainWorker.process",
+        "our process() (fenced writes) runs the before_process hooks as SAQ's does",
+    ),
+    (
+        "saq.worker.Worker",
+        "_after_process",
+        "runtime.worker.DomainWorker.process",
+        "our process() runs the after_process hooks as SAQ's does",
+    ),
+    (
+        "saq.queue.redis.RedisQueue",
         "_before_enqueue",
         "brokers.redis.SweepSafeRedisQueue.enqueue_tick",
         "runs the queue's before-enqueue callbacks for a cron tick enqueued by our script",
