@@ -69,12 +69,13 @@ async def _enqueue(url: str, name: str, n: int, **kwargs: Any) -> list[str]:
 
 def _quiet(log: str, concurrency: int = 10) -> None:
     """A worker waiting for its broker logs no traceback: one line per write it retries
-    (at most one per slot), one per back-off step, one for its lease."""
+    (at most one per slot and lease), one per back-off step, one for its lease."""
     assert "Traceback" not in log, log[-3000:]
-    warnings = [line for line in log.splitlines() if " WARNING " in line]
-    assert len(warnings) <= 2 * concurrency + 12, warnings
+    waiting = [line for line in log.splitlines() if "could not" in line or "out of reach" in line]
+    assert len(waiting) <= 2 * concurrency + 12, waiting
 
 
+@pytest.mark.timeout(300)  # real processes and faults on a loaded box
 def test_redis_killed_and_restarted_on_the_same_port_under_load(
     fresh_redis_url: str, app: tuple[str, str]
 ) -> None:
@@ -110,6 +111,7 @@ def test_redis_killed_and_restarted_on_the_same_port_under_load(
     assert codes == [0, 0], [log_of(w)[-2000:] for w in workers]
 
 
+@pytest.mark.timeout(300)  # real processes and faults on a loaded box
 def test_postgres_crash_and_restart_under_load(fresh_redis_url: str, app: tuple[str, str]) -> None:
     """``pg_ctl stop -m immediate`` for a few seconds while 100 jobs/s arrive: a broken
     connection while a job is marked active is never counted as the job's failure."""
@@ -177,6 +179,7 @@ def test_postgres_crash_and_restart_under_load(fresh_redis_url: str, app: tuple[
     assert codes == [0, 0], [log_of(w)[-2000:] for w in workers]
 
 
+@pytest.mark.timeout(300)  # real processes and faults on a loaded box
 def test_embedded_broker_killed_under_load_is_started_again_by_a_worker(
     tmp_path: Path, fresh_redis_url: str, app: tuple[str, str]
 ) -> None:

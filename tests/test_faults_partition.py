@@ -155,6 +155,7 @@ def _read(url: str, read: Callable[[Any], Any]) -> Any:
     return asyncio.run(go())
 
 
+@pytest.mark.timeout(300)  # real processes and faults on a loaded box
 def test_a_partitioned_worker_host_is_fenced(hosts: Hosts, cron_app: tuple[str, str]) -> None:
     roots, app_dir = cron_app
     broker = RestartableRedis(fsync="everysec", bind="10.77.0.1")

@@ -96,6 +96,7 @@ def test_sys_exit_and_keyboard_interrupt_in_a_task_fail_that_job_only(
     assert codes == [0], log_of(worker)
 
 
+@pytest.mark.timeout(300)  # real processes and faults on a loaded box
 def test_a_blocked_event_loop_duplicates_no_job_and_is_reported(
     redis_url: str, fresh_redis_url: str, app: tuple[str, str]
 ) -> None:
@@ -131,6 +132,7 @@ def test_a_blocked_event_loop_duplicates_no_job_and_is_reported(
     assert codes == [0, 0], [log_of(w)[-2000:] for w in workers]
 
 
+@pytest.mark.timeout(300)  # real processes and faults on a loaded box
 def test_sigterm_with_thread_jobs_honours_the_grace_and_requeues_none_while_they_run(
     redis_url: str, fresh_redis_url: str, app: tuple[str, str]
 ) -> None:

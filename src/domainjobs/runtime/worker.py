@@ -105,6 +105,25 @@ def describe_blocker(frame: types.FrameType | None) -> str | None:
     return None if job is None else f"job {job.key} (task {job.function})"
 
 
+class Held:
+    """One slot's hold on one job: the lease it was taken under, its thread (a plain
+    ``def`` task), whether it was dropped. Compared by identity: a job put back and taken
+    again by another slot of the same worker is another hold (``Job`` compares by key)."""
+
+    __slots__ = ("dropped", "fence", "job", "task", "thread")
+
+    def __init__(self, job: Job, fence: str) -> None:
+        self.job = job
+        self.fence = fence
+        self.dropped = False
+        self.task: asyncio.Task[Any] | None = None
+        self.thread: JobThread | None = None
+
+    def thread_running(self) -> bool:
+        """Whether the job's thread is still running."""
+        return self.thread is not None and self.thread.thread.is_alive()
+
+
 class JobThread:
     """A plain ``def`` task running in its own daemon thread, so a process that gives up on
     it at the end of its grace period can still exit (a pool thread would be waited for)."""
@@ -175,18 +194,15 @@ class DomainWorker(Worker[Any]):
         #: the slot task running each job, so a stop cancels the slot (SAQ then re-queues
         #: the job) rather than the function (which would leave it ``active``)
         self.slots: dict[Job, asyncio.Task[Any]] = {}
-        #: the lease (worker id) each running job was taken under
-        self.fences: dict[Job, str] = {}
-        #: the thread of each running plain ``def`` job
-        self.job_threads: dict[Job, JobThread] = {}
-        #: jobs dropped because their lease lapsed (they belong to their queue again)
-        self.dropped: set[Job] = set()
+        #: what each busy slot holds (the job, the lease it was taken under, ...)
+        self.held: set[Held] = set()
         #: thread jobs still running when their slot was cancelled: left to their lease
-        self.abandoned: set[Job] = set()
+        self.abandoned: list[Job] = []
         self.poll_interval = float(saq_kwargs.get("poll_interval", 0.0))
         self._backoff = 0.0
         self._backoff_until = 0.0
         self._down_since: float | None = None
+        self._reviving = False
         super().__init__(
             queue,
             functions,
@@ -215,18 +231,14 @@ class DomainWorker(Worker[Any]):
 
     def _lease_lost(self, worker_id: str) -> None:
         """Our lease lapsed: drop the jobs taken under it, and go on under a new worker id."""
-        if worker_id != self.id and worker_id not in self.fences.values():
-            return
         if worker_id == self.id:
             self.id = uuid1()
             logger.warning("worker %s goes on as worker %s (a new lease)", worker_id, self.id)
-        for job, fence in list(self.fences.items()):
-            if fence != worker_id:
-                continue
-            self.dropped.add(job)
-            context = self.job_task_contexts.get(job)
-            if context is not None and not context["task"].done():
-                context["task"].cancel()
+        for held in list(self.held):
+            if held.fence == worker_id:
+                held.dropped = True
+                if held.task is not None and not held.task.done():
+                    held.task.cancel()
 
     async def _ensure_lease(self) -> None:
         if isinstance(self.queue, LeaseHolder):
@@ -234,24 +246,23 @@ class DomainWorker(Worker[Any]):
 
     # -- writes that land, or are dropped with the lease --------------------------------
 
-    async def _land(self, job: Job, what: str, write: Callable[[], Awaitable[None]]) -> None:
+    async def _land(self, held: Held, what: str, write: Callable[[], Awaitable[None]]) -> None:
         """Run ``write`` until the broker takes it; retried with backoff after broker errors
-        until it lands or the lease of ``job`` is lost (``LeaseLostError``)."""
+        until it lands or the lease the job was taken under is lost (``LeaseLostError``)."""
+        job = held.job
         delay = 0.05
         failing_since: float | None = None
         while True:
             try:
                 await write()
             except self.transient_errors as exc:
-                fence = self.fences.get(job)
-                if (
-                    fence is not None
-                    and isinstance(self.queue, LeaseHolder)
-                    and self.queue.lease_is_lost(fence)
+                if held.dropped or (
+                    isinstance(self.queue, LeaseHolder) and self.queue.lease_is_lost(held.fence)
                 ):
-                    raise lease_lost(fence) from None
+                    raise lease_lost(held.fence) from None
                 if failing_since is None:
                     failing_since = time.monotonic()
+                    self._revive_soon()
                     logger.warning(
                         "could not %s %s (%s: %s); retrying until the broker takes it",
                         what,
@@ -287,12 +298,28 @@ class DomainWorker(Worker[Any]):
                 type(exc).__name__,
                 self._backoff,
             )
-            if isinstance(self.queue, LeaseHolder):
-                try:
-                    await self.queue.revive_broker()
-                except Exception as revive_error:
-                    logger.warning("could not start the broker again: %s", revive_error)
+            await self._revive()
         await asyncio.sleep(max(0.0, self._backoff_until - moment))
+
+    async def _revive(self) -> None:
+        """Start the embedded broker again if it is ours and gone (one attempt at a time)."""
+        if self._reviving or not isinstance(self.queue, LeaseHolder):
+            return
+        self._reviving = True
+        try:
+            await self.queue.revive_broker()
+        except Exception as revive_error:
+            logger.warning("could not start the broker again: %s", revive_error)
+        finally:
+            self._reviving = False
+
+    def _revive_soon(self) -> None:
+        """``_revive`` in the background (a write retrying must not wait for it)."""
+        if self._reviving or not isinstance(self.queue, LeaseHolder):
+            return
+        task = asyncio.create_task(self._revive())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def _broker_back(self) -> None:
         if self._down_since is None:
@@ -306,7 +333,7 @@ class DomainWorker(Worker[Any]):
         self._backoff = 0.0
         reclaim = getattr(self.queue, "reclaim_orphans", None)
         if reclaim is not None:
-            task = asyncio.create_task(reclaim(self.id, lambda: {j.id for j in self.fences}))
+            task = asyncio.create_task(reclaim(self.id, lambda: {h.job.id for h in self.held}))
             task.add_done_callback(self._reclaimed)
             self.tasks.add(task)
 
@@ -335,17 +362,21 @@ class DomainWorker(Worker[Any]):
         self._broker_back()
         return job
 
-    def _start_function(self, job: Job, context: dict[str, Any]) -> asyncio.Task[Any]:
+    def _start_function(self, held: Held, context: dict[str, Any]) -> asyncio.Task[Any]:
+        job = held.job
         function = self.functions[job.function]
         if inspect.iscoroutinefunction(function):
-            return asyncio.create_task(call_async_job(job, function, context))
-        runner = self.job_threads[job] = JobThread(job, function, context)
-        return asyncio.create_task(runner.run())
+            held.task = asyncio.create_task(call_async_job(job, function, context))
+        else:
+            held.thread = JobThread(job, function, context)
+            held.task = asyncio.create_task(held.thread.run())
+        return held.task
 
-    async def _last_wait(self, job: Job) -> tuple[tuple[Status], dict[str, Any]] | None:
+    async def _last_wait(self, held: Held) -> tuple[tuple[Status], dict[str, Any]] | None:
         """A thread job whose slot was cancelled gets ``THREAD_LAST_WAIT`` more seconds; how
         to finish it if its thread ended meanwhile, else ``None``."""
-        runner = self.job_threads[job]
+        runner = held.thread
+        assert runner is not None
         done, _ = await asyncio.wait([runner.future], timeout=THREAD_LAST_WAIT)
         if not done or runner.future.cancelled():
             return None
@@ -355,10 +386,6 @@ class DomainWorker(Worker[Any]):
         text = "".join(traceback.format_exception(error))
         return (Status.FAILED,), {"error": text}
 
-    def _thread_running(self, job: Job) -> bool:
-        runner = self.job_threads.get(job)
-        return runner is not None and runner.thread.is_alive()
-
     async def process(self) -> bool:
         """SAQ's ``Worker.process`` (take a job, mark it active, run it, finish or retry
         it), with every write fenced on the worker's lease and retried until it lands, broker
@@ -367,6 +394,7 @@ class DomainWorker(Worker[Any]):
         while its thread still runs."""
         context: dict[str, Any] | None = None
         job: Job | None = None
+        held: Held | None = None
         task_ctx: JobTaskContext | None = None
         try:
             job = await self._take()
@@ -375,17 +403,18 @@ class DomainWorker(Worker[Any]):
             taken = job
             fence = self.id
             FENCE.set(fence)  # this slot's context: the job's writes, and its function's
-            self.fences[job] = fence
+            held = Held(job, fence)
+            self.held.add(held)
             job.started = now()
             job.attempts += 1
             job.worker_id = fence
-            await self._land(job, "mark active", lambda: taken.update(status=Status.ACTIVE))
-            if job in self.dropped:  # the lease lapsed while the write was on its way
+            await self._land(held, "mark active", lambda: taken.update(status=Status.ACTIVE))
+            if held.dropped:  # the lease lapsed while the write was on its way
                 raise lease_lost(fence)
             context = {**self.context, "job": job}
             await self._before_process(context)
             saq_logger.info("Processing %s", job.info(saq_logger.isEnabledFor(logging.DEBUG)))
-            task = self._start_function(job, context)
+            task = self._start_function(held, context)
             task_ctx = JobTaskContext(task=task, aborted=None)
             self.job_task_contexts[job] = task_ctx
             try:
@@ -397,24 +426,26 @@ class DomainWorker(Worker[Any]):
                 result = task.result()  # it ended as the timeout fired (e.g. a blocked loop)
             if task_ctx["aborted"] is None:
                 await self._land(
-                    job, "finish", lambda: taken.finish(Status.COMPLETE, result=result)
+                    held, "finish", lambda: taken.finish(Status.COMPLETE, result=result)
                 )
         except asyncio.CancelledError:
-            if not job or task_ctx is None or job in self.dropped:
+            if not job or held is None or task_ctx is None or held.dropped:
                 return False
             task = task_ctx["task"]
             aborted = task_ctx["aborted"]
             if aborted is not None:
-                await self._land(job, "finish", lambda: taken.finish(Status.ABORTED, error=aborted))
+                await self._land(
+                    held, "finish", lambda: taken.finish(Status.ABORTED, error=aborted)
+                )
                 return False
-            if self._thread_running(job):
-                finished = await self._last_wait(job)
+            if held.thread_running():
+                finished = await self._last_wait(held)
                 if finished is not None:
                     await self._land(
-                        job, "finish", lambda: taken.finish(*finished[0], **finished[1])
+                        held, "finish", lambda: taken.finish(*finished[0], **finished[1])
                     )
                     return False
-                self.abandoned.add(job)
+                self.abandoned.append(job)
                 logger.warning(
                     "job %s is still running in its thread: not re-queued while it can still "
                     "complete; if this process exits first, its lease lapses and the job is "
@@ -427,35 +458,37 @@ class DomainWorker(Worker[Any]):
                     "Function: %s did not finish cancellation in time, it may be stuck",
                     job.function,
                 )
-            await self._land(job, "retry", lambda: taken.retry("cancelled"))
+            await self._land(held, "retry", lambda: taken.retry("cancelled"))
         except LeaseLostError as exc:
-            if job is not None:
-                self.dropped.add(job)
+            if job is not None and held is not None:
+                held.dropped = True
                 logger.info("dropped %s: %s", job.key, exc)
         except Exception as ex:
             if context is not None:
                 context["exception"] = ex
-            if job is not None and job not in self.dropped:
+            if job is not None and held is not None and not held.dropped:
                 saq_logger.exception("Error processing job %s", job)
                 if task_ctx is not None and not task_ctx["task"].done():
                     await cancel_tasks([task_ctx["task"]], self._cancellation_deadline())
                 error = traceback.format_exc()
                 try:
                     if job.retryable:
-                        await self._land(job, "retry", lambda: taken.retry(error))
+                        await self._land(held, "retry", lambda: taken.retry(error))
                     else:
                         await self._land(
-                            job, "finish", lambda: taken.finish(Status.FAILED, error=error)
+                            held, "finish", lambda: taken.finish(Status.FAILED, error=error)
                         )
                 except LeaseLostError as lost:
                     logger.info("dropped %s: %s", job.key, lost)
         finally:
-            if job is not None:
-                self.fences.pop(job, None)
-                self.job_threads.pop(job, None)
-                self.dropped.discard(job)
-                if task_ctx is not None and self.job_task_contexts.get(job) is task_ctx:
-                    del self.job_task_contexts[job]
+            if held is not None:
+                self.held.discard(held)
+            if (
+                job is not None
+                and task_ctx is not None
+                and self.job_task_contexts.get(job) is task_ctx
+            ):
+                del self.job_task_contexts[job]
             if context:
                 try:
                     await self._after_process(context)
