@@ -106,7 +106,10 @@ CRON = """
         global _client
         if _client is None:
             _client = aioredis.from_url(os.environ["SWEEP_COUNTER_URL"])
-        await _client.incr("tick:%d" % ctx["job"].scheduled)
+        job = ctx["job"]
+        await _client.incr("tick:%d" % job.scheduled)
+        if "domainjobs_lost" in (job.meta or {}):  # put back: its first run's host was lost
+            await _client.incr("rerun:%d" % job.scheduled)
 """
 
 
@@ -192,9 +195,10 @@ class Counts:
         """When each run of a job's task started (epoch seconds)."""
         return [float(v) for v in self.client.lrange(f"starts:{key}", 0, -1)]
 
-    def ticks(self) -> dict[int, int]:
-        """How often each tick of the per-second cron ran, by tick (epoch seconds)."""
-        keys = [k.decode() for k in self.client.scan_iter("tick:*", count=1000)]
+    def ticks(self, prefix: str = "tick") -> dict[int, int]:
+        """How often each tick of the per-second cron ran, by tick (epoch seconds);
+        ``prefix="rerun"``: how often it ran again after its host was lost."""
+        keys = [k.decode() for k in self.client.scan_iter(f"{prefix}:*", count=1000)]
         values = self.client.mget(keys) if keys else []
         return {int(k.split(":")[1]): int(v) for k, v in zip(keys, values, strict=True)}
 

@@ -390,11 +390,21 @@ class SweepSafeRedisQueue(LeaseHolder, RedisQueue):
 
     async def _retry(self, job: Job, error: str | None) -> None:
         fence = self.fence()
-        if fence is None:
+        if fence is None and job.next_retry_delay():
             await super()._retry(job, error)
             return
+        if fence is None:  # SAQ's retry, but queued with score 0 (see the sweep's put-back)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.lrem(self._active, 1, job.id)
+                pipe.lrem(self._queued, 1, job.id)
+                pipe.zadd(self._incomplete, {job.id: 0})
+                pipe.rpush(self._queued, job.id)
+                pipe.set(job.id, self.serialize(job))
+                await pipe.execute()
+            await self.notify(job)
+            return
         delay = job.next_retry_delay()
-        score = time.time() + delay if delay else job.scheduled
+        score = time.time() + delay if delay else 0  # 0: queued now (see the sweep's put-back)
         done = await self._script(FENCED_RETRY)(
             keys=[self._leases, job.id, self._active, self._queued, self._incomplete],
             args=[fence, self.serialize(job), score, "" if delay else "1", job.status],
@@ -508,7 +518,9 @@ class SweepSafeRedisQueue(LeaseHolder, RedisQueue):
                 new = self._bytes(job)
             done = await self._script(REQUEUE)(
                 keys=[job.id, self._active, self._incomplete, self._queued],
-                args=[payload, new, job.scheduled],
+                # score 0: queued now (as SAQ's scheduler leaves a due job); a job's own
+                # ``scheduled`` time would make the scheduler queue it a second time
+                args=[payload, new, 0],
                 client=self.redis,
             )
             if done:

@@ -79,6 +79,18 @@ PRIVATE_ATTRIBUTES: tuple[tuple[str, str, str, str], ...] = (
     ),
     (
         "saq.queue.postgres.PostgresQueue",
+        "_connected",
+        "brokers.postgres._end_leases",
+        "a lease is ended only while the pool is still open",
+    ),
+    (
+        "saq.queue.postgres.PostgresQueue",
+        "_has_sweep_lock",
+        "brokers.postgres._sweep_lock",
+        "SAQ's sweep lock, held for the life of the connection as SAQ's own sweep does",
+    ),
+    (
+        "saq.queue.postgres.PostgresQueue",
         "_notify",
         "brokers.postgres",
         "wakes waiting workers after our sweep puts a job back",
