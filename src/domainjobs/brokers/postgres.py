@@ -14,7 +14,9 @@ the queue's own lease id, so a process that dies holding such a job loses it too
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from textwrap import dedent
 from typing import Any
@@ -90,6 +92,20 @@ class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
                     "(key TEXT PRIMARY KEY, tick DOUBLE PRECISION NOT NULL)"
                 ).format(ticks=self.ticks_table)
             )
+        await self._wait_for_saq_tables()
+
+    async def _wait_for_saq_tables(self, timeout: float = 30.0) -> None:
+        """SAQ's ``init_db`` returns at once when another process holds its lock, maybe
+        before that process has created the tables: wait until they exist."""
+        deadline = time.monotonic() + timeout
+        async with self.pool.connection() as conn:
+            name = self.jobs_table.as_string(conn)
+            while True:
+                cursor = await conn.execute(SQL("SELECT to_regclass(%(name)s)"), {"name": name})
+                row = await cursor.fetchone()
+                if (row and row[0] is not None) or time.monotonic() > deadline:
+                    return
+                await asyncio.sleep(0.05)
 
     # -- leases (the rest is LeaseHolder's) ---------------------------------------------
 
