@@ -26,8 +26,9 @@ from typing import Any
 from domainjobs.brokers.leases import LeaseHolder
 from domainjobs.brokers.urls import wait_for_broker
 from domainjobs.errors import ConfigError
+from domainjobs.runtime.jobrun import describe_blocker
 from domainjobs.runtime.watchdog import LoopWatchdog
-from domainjobs.runtime.worker import DomainWorker, describe_blocker
+from domainjobs.runtime.worker import DomainWorker
 
 logger = logging.getLogger("domainjobs")
 

@@ -3,8 +3,10 @@
 cron jobs routed there and the hooks shared so they run once per process.
 
 Everything a domainjobs worker does beyond SAQ's (hooks once per process, one cron job per
-tick, a graceful stop that never strands a job) is passed through ``saq.Worker``'s public
-constructor arguments or written as an override of one of its methods here; nothing patches
+tick, a graceful stop that never strands a job, every write about a job fenced on the
+worker's lease and retried until it lands; docs/reliability.md) is passed through
+``saq.Worker``'s public constructor arguments or written as an override of one of its
+methods here (how one job runs is ``runtime.jobrun``); nothing patches
 a worker after it is built. The private SAQ attributes we still touch are listed in
 ``domainjobs.runtime.saq_internals``.
 """
@@ -12,12 +14,9 @@ a worker after it is built. The private SAQ attributes we still touch are listed
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import functools
 import inspect
 import logging
-import threading
 import time
 import traceback
 import types
@@ -33,11 +32,12 @@ from saq.utils import cancel_tasks, now, uuid1
 from domainjobs.brokers.leases import FENCE, LeaseHolder, lease_lost
 from domainjobs.brokers.urls import queue_from_url, resolve_url
 from domainjobs.discovery.builder import resolve_registry
-from domainjobs.errors import LeaseLostError, TaskExitError
+from domainjobs.errors import LeaseLostError
 from domainjobs.registry import DEFAULT_QUEUE, CronSpec, Registry, RegistryOrRoots
 from domainjobs.runtime import saq_internals
 from domainjobs.runtime.cron import schedule_each_tick
 from domainjobs.runtime.hooks import HookRunner
+from domainjobs.runtime.jobrun import Held, JobThread, call_async_job
 
 #: The worker is the one place a SAQ function name is set: a task's public name.
 #: ``timers["sweep"]``: how often the queue is swept for dead workers' jobs (SAQ: 60 s);
@@ -66,106 +66,6 @@ MAX_WRITE_BACKOFF = 2.0
 THREAD_LAST_WAIT = 1.0
 #: Longest pause (seconds) between two attempts to reach a broker that is gone.
 MAX_BROKER_BACKOFF = 10.0
-
-
-async def call_async_job(
-    job: Job, function: Callable[..., Awaitable[Any]], context: dict[str, Any]
-) -> Any:
-    """Run an ``async def`` task; ``SystemExit``/``KeyboardInterrupt`` fail the job only.
-
-    The loop watchdog finds the job blocking the event loop by this function's frame.
-    """
-    try:
-        return await function(context, **(job.kwargs or {}))
-    except (SystemExit, KeyboardInterrupt) as exc:
-        raise task_exit(job, exc) from None
-
-
-def task_exit(job: Job, exc: BaseException) -> TaskExitError:
-    """The error that fails a job whose task raised ``SystemExit``/``KeyboardInterrupt``."""
-    return TaskExitError(
-        f"task {job.function} raised {type(exc).__name__}({exc}); a task cannot end its "
-        "worker, so this fails the job (it is retried if it has retries left)"
-    )
-
-
-def blocking_job(frame: types.FrameType | None) -> Job | None:
-    """The job whose ``async def`` task is running in ``frame``'s stack, if any."""
-    while frame is not None:
-        if frame.f_code is call_async_job.__code__:
-            job = frame.f_locals.get("job")
-            return job if isinstance(job, Job) else None
-        frame = frame.f_back
-    return None
-
-
-def describe_blocker(frame: types.FrameType | None) -> str | None:
-    """``job <key> (task <name>)`` for the job running in ``frame``'s stack, if any."""
-    job = blocking_job(frame)
-    return None if job is None else f"job {job.key} (task {job.function})"
-
-
-class Held:
-    """One slot's hold on one job: the lease it was taken under, its thread (a plain
-    ``def`` task), whether it was dropped. Compared by identity: a job put back and taken
-    again by another slot of the same worker is another hold (``Job`` compares by key)."""
-
-    __slots__ = ("dropped", "fence", "job", "task", "thread")
-
-    def __init__(self, job: Job, fence: str) -> None:
-        self.job = job
-        self.fence = fence
-        self.dropped = False
-        self.task: asyncio.Task[Any] | None = None
-        self.thread: JobThread | None = None
-
-    def thread_running(self) -> bool:
-        """Whether the job's thread is still running."""
-        return self.thread is not None and self.thread.thread.is_alive()
-
-
-class JobThread:
-    """A plain ``def`` task running in its own daemon thread, so a process that gives up on
-    it at the end of its grace period can still exit (a pool thread would be waited for)."""
-
-    def __init__(self, job: Job, function: Callable[..., Any], context: dict[str, Any]) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.future: asyncio.Future[Any] = self.loop.create_future()
-        copied = contextvars.copy_context()
-        self.thread = threading.Thread(
-            target=copied.run,
-            args=(self._body, job, function, context),
-            name=f"domainjobs-job-{job.key}",
-            daemon=True,
-        )
-
-    def _body(self, job: Job, function: Callable[..., Any], context: dict[str, Any]) -> None:
-        try:
-            result = function(context, **(job.kwargs or {}))
-        except (SystemExit, KeyboardInterrupt) as exc:
-            self._settle(None, task_exit(job, exc))
-        except BaseException as exc:
-            self._settle(None, exc)
-        else:
-            self._settle(result, None)
-
-    def _settle(self, result: Any, error: BaseException | None) -> None:
-        def settle() -> None:
-            if self.future.done():
-                return
-            if error is not None:
-                self.future.set_exception(error)
-            else:
-                self.future.set_result(result)
-
-        with contextlib.suppress(RuntimeError):  # a closed loop: the process is ending
-            self.loop.call_soon_threadsafe(settle)
-
-    async def run(self) -> Any:
-        """Start the thread and wait for its result (cancelling waits no longer; the thread
-        runs on)."""
-        self.thread.start()
-        return await asyncio.shield(self.future)
 
 
 class DomainWorker(Worker[Any]):
@@ -203,6 +103,7 @@ class DomainWorker(Worker[Any]):
         self._backoff_until = 0.0
         self._down_since: float | None = None
         self._reviving = False
+        self._reclaiming = False
         super().__init__(
             queue,
             functions,
@@ -280,6 +181,7 @@ class DomainWorker(Worker[Any]):
                         job.key,
                         time.monotonic() - failing_since,
                     )
+                    self._reclaim_soon()
                 return
 
     async def _broker_down(self, exc: BaseException) -> None:
@@ -331,14 +233,22 @@ class DomainWorker(Worker[Any]):
         )
         self._down_since = None
         self._backoff = 0.0
+        self._reclaim_soon()
+
+    def _reclaim_soon(self) -> None:
+        """After an outage: put back what the broker shows active under this worker that
+        it no longer runs (one look at a time)."""
         reclaim = getattr(self.queue, "reclaim_orphans", None)
-        if reclaim is not None:
-            task = asyncio.create_task(reclaim(self.id, lambda: {h.job.id for h in self.held}))
-            task.add_done_callback(self._reclaimed)
-            self.tasks.add(task)
+        if reclaim is None or self._reclaiming:
+            return
+        self._reclaiming = True
+        task = asyncio.create_task(reclaim(self.id, lambda: {h.job.id for h in self.held}))
+        task.add_done_callback(self._reclaimed)
+        self.tasks.add(task)
 
     def _reclaimed(self, task: asyncio.Task[list[str]]) -> None:
         self.tasks.discard(task)
+        self._reclaiming = False
         if task.cancelled():
             return
         if task.exception() is not None:
