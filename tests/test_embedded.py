@@ -253,7 +253,7 @@ def test_a_long_data_dir_path_still_works(project, tmp_path):
 
 def test_broker_command_status_start_stop(project):
     result = run_cli("broker", "status", "--json", cwd=project)
-    assert result.returncode == 0
+    assert result.returncode == 3  # LSB: not running
     assert json.loads(result.stdout)["running"] is False
     started = run_cli("broker", "start", cwd=project)
     assert started.returncode == 0 and "embedded broker started" in started.stderr
@@ -263,11 +263,14 @@ def test_broker_command_status_start_stop(project):
     assert status["running"] and status["answering"] and status["version"]
     assert status["url"] == paths_for(project).url()
     assert status["folder"] == str(project / ".domainjobs" / "broker")
-    text = run_cli("broker", "status", cwd=project).stdout
+    running = run_cli("broker", "status", cwd=project)
+    text = running.stdout
+    assert running.returncode == 0
     assert f"pid {status['pid']}" in text and "data folder:" in text
     stopped = run_cli("broker", "stop", cwd=project)
     assert stopped.returncode == 0 and "stopped" in stopped.stderr
-    assert json.loads(run_cli("broker", "status", "--json", cwd=project).stdout)["running"] is False
+    after = run_cli("broker", "status", cwd=project)
+    assert after.returncode == 3 and "not running" in after.stdout
     assert run_cli("broker", "stop", cwd=project).returncode == 0
 
 

@@ -134,6 +134,16 @@ class JobFailedError(DomainJobsError):
         )
 
 
+class LeaseLostError(DomainJobsError):
+    """A worker's write about a job was refused: the lease it took the job under has lapsed
+    (the job belongs to its queue again, and may already run elsewhere)."""
+
+
+class TaskExitError(DomainJobsError):
+    """A task raised ``SystemExit`` or ``KeyboardInterrupt``: that fails the job (SAQ's retry
+    rules apply); it does not end the worker."""
+
+
 class JobTimeoutError(DomainJobsError, TimeoutError):
     """Waiting for a job's result took longer than the wait timeout (the job goes on)."""
 

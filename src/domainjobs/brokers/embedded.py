@@ -385,6 +385,21 @@ def ensure_broker(paths: BrokerPaths, timeout: float = 30.0) -> EmbeddedBroker:
 
 
 _announced: set[Path] = set()
+#: The embedded brokers this process uses, by the socket path its clients connect to.
+_in_use: dict[str, BrokerPaths] = {}
+
+
+def revive(socket_path: str, timeout: float = 30.0) -> bool:
+    """If ``socket_path`` is an embedded broker this process uses and its server is gone,
+    start it again (its append-only file brings the jobs back); return whether this call
+    started it. Any number of processes may call this at once: one starts the server."""
+    paths = _in_use.get(socket_path)
+    if paths is None or ping(paths.client_socket()) == "ok":
+        return False
+    broker = ensure_broker(paths, timeout=timeout)
+    if broker.started:
+        logger.warning("the embedded broker in %s was gone: started it again", paths.folder)
+    return broker.started
 
 
 def embedded_url(settings: Settings) -> str:
@@ -404,6 +419,7 @@ def embedded_url(settings: Settings) -> str:
     if find_server_binary() is None and ping(paths.client_socket()) != "ok":
         raise no_server_error()
     broker = ensure_broker(paths, timeout=float(settings.connect_timeout))
+    _in_use[str(paths.client_socket())] = paths
     if not broker.started:  # said once, by the process that started it
         logger.debug("using the embedded broker in %s (already running)", paths.folder)
     elif paths.folder not in _announced:

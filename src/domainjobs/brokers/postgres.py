@@ -14,17 +14,20 @@ the queue's own lease id, so a process that dies holding such a job loses it too
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from textwrap import dedent
 from typing import Any
 
+import psycopg
 from psycopg.sql import SQL, Identifier
 from saq.job import Job, Status
 from saq.queue.postgres import ENQUEUE, PostgresQueue
 from saq.utils import now, now_seconds
 
-from domainjobs.brokers.leases import LeaseHolder
+from domainjobs.brokers.leases import LeaseHolder, job_not_held
 from domainjobs.brokers.sweep import (
     LOST_AFTER,
     MAX_LOST,
@@ -38,6 +41,7 @@ from domainjobs.brokers.sweep import (
 logger = logging.getLogger("domainjobs")
 
 LEASES_TABLE = "domainjobs_leases"
+TICKS_TABLE = "domainjobs_cron_ticks"
 
 
 class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
@@ -48,6 +52,8 @@ class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
     ``PostgresQueue``'s.
     """
 
+    transient_errors = (psycopg.OperationalError, ConnectionError, OSError)
+
     def __init__(
         self,
         *args: Any,
@@ -55,12 +61,16 @@ class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
         settle: float = SETTLE,
         max_lost: int = MAX_LOST,
         leases_table: str = LEASES_TABLE,
+        ticks_table: str = TICKS_TABLE,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._configure_leases(lost_after, settle, max_lost)
         self.leases_table = Identifier(leases_table)
+        self.ticks_table = Identifier(ticks_table)
         self.dequeuer_id = f"dequeuer-{uuid.uuid4().hex}"
+        self._sync: psycopg.Connection[Any] | None = None
+        self.on_lease_lost(self._dequeuer_lost)
 
     async def init_db(self) -> None:
         """SAQ's tables, plus the lease table."""
@@ -76,10 +86,33 @@ class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
                     "(worker_id TEXT PRIMARY KEY, expire_at DOUBLE PRECISION NOT NULL)"
                 ).format(leases=self.leases_table)
             )
+            await conn.execute(
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {ticks} "
+                    "(key TEXT PRIMARY KEY, tick DOUBLE PRECISION NOT NULL)"
+                ).format(ticks=self.ticks_table)
+            )
+        await self._wait_for_saq_tables()
+
+    async def _wait_for_saq_tables(self, timeout: float = 30.0) -> None:
+        """SAQ's ``init_db`` returns at once when another process holds its lock, maybe
+        before that process has created the tables: wait until they exist."""
+        deadline = time.monotonic() + timeout
+        async with self.pool.connection() as conn:
+            name = self.jobs_table.as_string(conn)
+            while True:
+                cursor = await conn.execute(SQL("SELECT to_regclass(%(name)s)"), {"name": name})
+                row = await cursor.fetchone()
+                if (row and row[0] is not None) or time.monotonic() > deadline:
+                    return
+                await asyncio.sleep(0.05)
 
     # -- leases (the rest is LeaseHolder's) ---------------------------------------------
 
-    async def _write_leases(self, worker_ids: list[str], ttl: float | None = None) -> None:
+    async def _register_leases(self, worker_ids: list[str]) -> None:
+        await self._write_leases(worker_ids, self.lost_after)
+
+    async def _write_leases(self, worker_ids: list[str], ttl: float) -> None:
         async with self.pool.connection() as conn:
             await conn.execute(
                 SQL(
@@ -92,17 +125,136 @@ class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
                         """
                     )
                 ).format(leases=self.leases_table),
-                {"ids": worker_ids, "ttl": self.lost_after if ttl is None else ttl},
+                {"ids": worker_ids, "ttl": ttl},
             )
+
+    def _renew_leases_sync(self, worker_ids: list[str]) -> set[str]:
+        if self._sync is None or self._sync.closed:
+            timeout = max(1, round(self.lost_after / 3))
+            conninfo = self.pool.conninfo
+            self._sync = psycopg.connect(
+                conninfo if isinstance(conninfo, str) else "",
+                autocommit=True,
+                connect_timeout=timeout,
+                options=f"-c statement_timeout={timeout * 1000}",
+            )
+        try:
+            rows = self._sync.execute(
+                SQL(
+                    dedent(
+                        """
+                        UPDATE {leases} SET expire_at = EXTRACT(EPOCH FROM NOW()) + %(ttl)s
+                        WHERE worker_id = ANY(%(ids)s) AND expire_at >= EXTRACT(EPOCH FROM NOW())
+                        RETURNING worker_id
+                        """
+                    )
+                ).format(leases=self.leases_table),
+                {"ids": worker_ids, "ttl": self.lost_after},
+            ).fetchall()
+        except Exception:
+            self._close_sync()
+            raise
+        return set(worker_ids) - {row[0] for row in rows}
+
+    def _close_sync(self) -> None:
+        sync, self._sync = self._sync, None
+        if sync is not None:
+            sync.close()
 
     async def _end_leases(self, worker_ids: list[str]) -> None:
         if self._connected:
-            await self._write_leases(worker_ids, ttl=-1e9)
+            await self._write_leases(worker_ids, -1e9)
+
+    def _dequeuer_lost(self, worker_id: str) -> None:
+        if worker_id == self.dequeuer_id:
+            self.dequeuer_id = f"dequeuer-{uuid.uuid4().hex}"
+
+    async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
+        """SAQ's dequeue, under this process's own lease until a worker marks the job."""
+        await self.hold_lease(self.dequeuer_id)
+        return await super().dequeue(timeout, poll_interval)
+
+    # -- fenced writes (the worker's, while ``FENCE`` is set) ----------------------------
 
     async def _update(self, job: Job, status: Status | None = None, **kwargs: Any) -> None:
         if status == Status.ACTIVE and "connection" in kwargs:
             job.worker_id = self.dequeuer_id  # SAQ's dequeue: taken, not yet given to a worker
-        await super()._update(job, status, **kwargs)
+        fence = self.fence()
+        if fence is None:
+            await super()._update(job, status, **kwargs)
+            return
+        # No check of the stored status: SAQ's dequeue hands a job to a worker before its
+        # transaction commits, so the worker's write waits for that commit and follows it.
+        expire_at = kwargs.pop("expire_at", -1)
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            if not status:
+                status = await self.get_job_status(job.key, for_update=True, connection=conn)
+            job.status = status or job.status
+            await cursor.execute(
+                SQL(
+                    dedent(
+                        """
+                        UPDATE {jobs} SET job = %(job)s, status = %(status)s,
+                          scheduled = %(scheduled)s {expire_at}
+                        WHERE key = %(key)s
+                          AND EXISTS (SELECT 1 FROM {leases} WHERE worker_id = %(fence)s
+                                      AND expire_at >= EXTRACT(EPOCH FROM NOW()))
+                        """
+                    )
+                ).format(
+                    jobs=self.jobs_table,
+                    leases=self.leases_table,
+                    expire_at=SQL(", expire_at = %(expire_at)s" if expire_at != -1 else ""),
+                ),
+                {
+                    "job": self.serialize(job),
+                    "status": job.status,
+                    "scheduled": job.scheduled,
+                    "expire_at": expire_at,
+                    "key": job.key,
+                    "fence": fence,
+                },
+            )
+            if cursor.rowcount == 1:
+                return
+            await cursor.execute(
+                SQL(
+                    "SELECT 1 FROM {leases} WHERE worker_id = %(fence)s "
+                    "AND expire_at >= EXTRACT(EPOCH FROM NOW())"
+                ).format(leases=self.leases_table),
+                {"fence": fence},
+            )
+            live = await cursor.fetchone()
+        if live is None:
+            raise self.refused(fence)
+        raise job_not_held(job)
+
+    # -- cron ticks -------------------------------------------------------------------------
+
+    async def enqueue_tick(self, job: Job, tick: int, bound: float) -> bool:
+        """Enqueue cron ``job`` for ``tick`` (epoch s) unless any process offered that tick
+        before, or the tick is more than ``bound`` seconds old in the database's clock."""
+        job.queue = self
+        async with self.pool.connection() as conn, conn.cursor() as cursor:
+            await cursor.execute(
+                SQL(
+                    dedent(
+                        """
+                        INSERT INTO {ticks} (key, tick)
+                        SELECT %(key)s, %(tick)s
+                        WHERE %(tick)s >= EXTRACT(EPOCH FROM NOW()) - %(bound)s
+                        ON CONFLICT (key) DO NOTHING
+                        """
+                    )
+                ).format(ticks=self.ticks_table),
+                {"key": job.id, "tick": tick, "bound": bound},
+            )
+            claimed = cursor.rowcount == 1
+            await cursor.execute(
+                SQL("DELETE FROM {ticks} WHERE tick < %(oldest)s").format(ticks=self.ticks_table),
+                {"oldest": now_seconds() - 10 * bound - 3600},
+            )
+        return claimed and await self.enqueue(job) is not None
 
     # -- the sweep ------------------------------------------------------------------------
 
@@ -173,7 +325,12 @@ class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
             verdict = Verdict.FINISH_ABORTED
         else:
             verdict = verdict_for_active(
-                job, lease_lapsed=gone, now_ms=now(), settle=self.settle, max_lost=self.max_lost
+                job,
+                lease_lapsed=gone,
+                now_ms=now(),
+                settle=self.settle,
+                max_lost=self.max_lost,
+                lease_live=(job.worker_id or "") in lapsed and not gone,
             )
         if verdict is Verdict.KEEP:
             return False

@@ -20,15 +20,22 @@ Everything else (enqueue, dequeue, finish, retry, abort, stats) is SAQ's code.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import redis as redis_sync
+from redis import exceptions as redis_errors
 from saq.job import Job, Status
 from saq.queue.redis import RedisQueue
 from saq.utils import now
 
-from domainjobs.brokers.leases import LeaseHolder
+from domainjobs.brokers._quiet import QuietLogs
+from domainjobs.brokers.embedded import revive
+from domainjobs.brokers.leases import LeaseHolder, job_not_held
 from domainjobs.brokers.sweep import (
     LOST_AFTER,
     MAX_LOST,
@@ -69,12 +76,122 @@ return {now, ids, payloads, redis.call('HGETALL', KEYS[3]), redis.call('HGETALL'
 """
 )
 
-# KEYS: leases. ARGV: ttl ms, worker ids... Sets each lease to now + ttl (server clock).
-RENEW = (
+# KEYS: leases. ARGV: ttl ms, worker ids... Writes each lease as now + ttl (server clock).
+REGISTER = (
     _SERVER_NOW
     + """
 for i = 2, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], now + tonumber(ARGV[1])) end
 return now
+"""
+)
+
+_LIVE = """
+local function live(id)
+  local expiry = tonumber(redis.call('HGET', KEYS[1], id))
+  return expiry ~= nil and expiry >= now
+end
+"""
+
+# KEYS: leases. ARGV: ttl ms, worker ids... Extends each lease that is still live; returns
+# the ids whose lease has lapsed (a lapsed lease never comes back).
+RENEW = (
+    _SERVER_NOW
+    + _LIVE
+    + """
+local refused = {}
+for i = 2, #ARGV do
+  if live(ARGV[i]) then redis.call('HSET', KEYS[1], ARGV[i], now + tonumber(ARGV[1]))
+  else refused[#refused + 1] = ARGV[i] end
+end
+return refused
+"""
+)
+
+# KEYS: queued, active. Takes the next job (as SAQ's BLMOVE does, without blocking) and
+# returns {id, bytes}, or nil when the queue is empty.
+TAKE = """
+local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+if not id then return nil end
+return {id, redis.call('GET', id)}
+"""
+
+# The fenced writes a worker makes about a job it runs. Each returns 1 when written, 0 when
+# refused (the lease ARGV[1] has lapsed), -1 when the job is no longer the worker's.
+
+# KEYS: leases, job id, active, queued. ARGV: lease, bytes, status, '1' = a job just taken
+# (must still be in the active list; put back at the head of its queue when refused).
+UPDATE = (
+    _SERVER_NOW
+    + _LIVE
+    + """
+local taken = ARGV[4] == '1'
+if not live(ARGV[1]) then
+  if taken and redis.call('LREM', KEYS[3], 0, KEYS[2]) > 0 then
+    redis.call('LREM', KEYS[4], 0, KEYS[2])
+    redis.call('LPUSH', KEYS[4], KEYS[2])
+  end
+  return 0
+end
+if taken and not redis.call('LPOS', KEYS[3], KEYS[2]) then return -1 end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[3])
+return 1
+"""
+)
+
+# KEYS: leases, job id, active, incomplete. ARGV: lease, bytes, ttl s, status.
+FENCED_FINISH = (
+    _SERVER_NOW
+    + _LIVE
+    + """
+if not live(ARGV[1]) then return 0 end
+redis.call('LREM', KEYS[3], 1, KEYS[2])
+redis.call('ZREM', KEYS[4], KEYS[2])
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then redis.call('SETEX', KEYS[2], ttl, ARGV[2])
+elseif ttl == 0 then redis.call('SET', KEYS[2], ARGV[2])
+else redis.call('DEL', KEYS[2]) end
+redis.call('PUBLISH', KEYS[2], ARGV[4])
+return 1
+"""
+)
+
+# KEYS: leases, job id, active, queued, incomplete. ARGV: lease, bytes, score, '1' = queue
+# it now (else it waits in the incomplete set until its retry delay is over), status.
+FENCED_RETRY = (
+    _SERVER_NOW
+    + _LIVE
+    + """
+if not live(ARGV[1]) then return 0 end
+redis.call('LREM', KEYS[3], 1, KEYS[2])
+redis.call('LREM', KEYS[4], 1, KEYS[2])
+redis.call('ZADD', KEYS[5], ARGV[3], KEYS[2])
+if ARGV[4] == '1' then redis.call('RPUSH', KEYS[4], KEYS[2]) end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[5])
+return 1
+"""
+)
+
+# KEYS: incomplete, job id, queued, abort id, fired ticks. ARGV: bytes, scheduled, tick s,
+# oldest accepted age s. SAQ's enqueue, for one cron tick: refused (-1) when the tick is
+# older than the bound, or (0) when any process has offered it before.
+ENQUEUE_TICK = (
+    _SERVER_NOW
+    + """
+local seconds = now / 1000
+local bound = tonumber(ARGV[4])
+if tonumber(ARGV[3]) < seconds - bound then return -1 end
+if redis.call('ZSCORE', KEYS[5], KEYS[2]) then return 0 end
+redis.call('ZADD', KEYS[5], ARGV[3], KEYS[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', seconds - 10 * bound - 3600)
+if not redis.call('ZSCORE', KEYS[1], KEYS[2]) and redis.call('EXISTS', KEYS[4]) == 0 then
+  redis.call('SET', KEYS[2], ARGV[1])
+  redis.call('ZADD', KEYS[1], ARGV[2], KEYS[2])
+  if ARGV[2] == '0' then redis.call('RPUSH', KEYS[3], KEYS[2]) end
+  return 1
+end
+return 0
 """
 )
 
@@ -109,7 +226,7 @@ def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-class SweepSafeRedisQueue(LeaseHolder, RedisQueue):
+class SweepSafeRedisQueue(LeaseHolder, QuietLogs, RedisQueue):
     """A ``saq.queue.redis.RedisQueue`` whose sweep never loses a job (module docstring).
 
     ``lost_after``: seconds a worker's lease lasts without renewal (its jobs are put back
@@ -117,6 +234,13 @@ class SweepSafeRedisQueue(LeaseHolder, RedisQueue):
     it is put back; ``max_lost``: a job whose worker died this many times is given up.
     Every other argument is ``RedisQueue``'s.
     """
+
+    transient_errors = (
+        redis_errors.ConnectionError,
+        redis_errors.TimeoutError,
+        ConnectionError,
+        OSError,
+    )
 
     def __init__(
         self,
@@ -132,7 +256,10 @@ class SweepSafeRedisQueue(LeaseHolder, RedisQueue):
         self._configure_leases(lost_after, settle, max_lost)
         self._leases = self.namespace("leases")
         self._seen = self.namespace("sweep_seen")
+        self._ticks = self.namespace("cron_ticks")
         self._scripts: dict[str, AsyncScript] = {}
+        self._sync: redis_sync.Redis | None = None
+        self._renew_sync: Any = None
 
     def _script(self, source: str) -> AsyncScript:
         script = self._scripts.get(source)
@@ -142,12 +269,165 @@ class SweepSafeRedisQueue(LeaseHolder, RedisQueue):
 
     # -- leases (the rest is LeaseHolder's) ---------------------------------------------
 
-    async def _write_leases(self, worker_ids: list[str]) -> None:
+    async def _register_leases(self, worker_ids: list[str]) -> None:
         ttl_ms = int(self.lost_after * 1000)
-        await self._script(RENEW)(keys=[self._leases], args=[ttl_ms, *worker_ids])
+        await self._script(REGISTER)(keys=[self._leases], args=[ttl_ms, *worker_ids])
+
+    def _sync_client(self) -> redis_sync.Redis:
+        if self._sync is None:
+            pool = self.redis.connection_pool
+            kind = getattr(redis_sync.connection, pool.connection_class.__name__, None)
+            timeout = max(1.0, self.lost_after / 3)
+            kwargs = {
+                **pool.connection_kwargs,
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+            }
+            self._sync = redis_sync.Redis(
+                connection_pool=redis_sync.ConnectionPool(
+                    connection_class=kind or redis_sync.connection.Connection, **kwargs
+                )
+            )
+        return self._sync
+
+    def _renew_leases_sync(self, worker_ids: list[str]) -> set[str]:
+        client = self._sync_client()
+        if self._renew_sync is None:
+            self._renew_sync = client.register_script(RENEW)
+        ttl_ms = int(self.lost_after * 1000)
+        refused = self._renew_sync(keys=[self._leases], args=[ttl_ms, *worker_ids])
+        return {r.decode() if isinstance(r, bytes) else str(r) for r in refused}
+
+    def _close_sync(self) -> None:
+        sync, self._sync, self._renew_sync = self._sync, None, None
+        if sync is not None:
+            sync.close()
+            sync.connection_pool.disconnect()
 
     async def _end_leases(self, worker_ids: list[str]) -> None:
         await self.redis.hset(self._leases, mapping=dict.fromkeys(worker_ids, 0))  # type: ignore[misc]
+
+    async def revive_broker(self) -> bool:
+        """Start the embedded broker again if this queue uses it and its server is gone."""
+        path = self.redis.connection_pool.connection_kwargs.get("path")
+        if not path:
+            return False
+        return await asyncio.to_thread(revive, str(path))
+
+    async def reclaim_orphans(self, worker_id: str, held: Callable[[], set[str]]) -> list[str]:
+        """Put back the jobs marked active under ``worker_id`` that its worker no longer
+        runs (``held()``: the ids of the jobs it runs now).
+
+        After a broker restart, a server that lost its last writes (``appendfsync
+        everysec``) may show a job the worker has finished as still ``active``: its lease is
+        live, so the sweep would leave it there for good. The worker calls this once the
+        broker is back. Each put-back is a compare-and-set, like the sweep's.
+        """
+        ids = await self.redis.lrange(self._active, 0, -1)  # type: ignore[misc]
+        payloads = await self.redis.mget(ids) if ids else []
+        running = held()  # after the read: a job taken since then is in it
+        reclaimed = []
+        for job_id, payload in zip(ids, payloads, strict=True):
+            if payload is None or job_id.decode() in running:
+                continue
+            job = self.deserialize(payload)
+            if job is None or job.status != Status.ACTIVE or job.worker_id != worker_id:
+                continue
+            if await self._carry_out(Verdict.REQUEUE, job, payload, 0):
+                reclaimed.append(job.key)
+        return reclaimed
+
+    async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
+        """SAQ's dequeue, in one round trip while jobs are waiting (a script moves the next
+        job to the active list and returns it); SAQ's blocking move when the queue is empty."""
+        if await self.version() >= (6, 2, 0):
+            taken = await self._script(TAKE)(keys=[self._queued, self._active], client=self.redis)
+            if taken:  # {id} alone when the job's key is gone: the sweep unlists it
+                return self.deserialize(taken[1]) if len(taken) > 1 else None
+        return await super().dequeue(timeout, poll_interval)
+
+    # -- fenced writes (the worker's, while ``FENCE`` is set) ----------------------------
+
+    def _outcome(self, done: int, fence: str, job: Job) -> None:
+        if done == 0:
+            raise self.refused(fence)
+        if done < 0:
+            raise job_not_held(job)
+
+    async def _update(self, job: Job, status: Status | None = None, **kwargs: Any) -> None:
+        fence = self.fence()
+        if fence is None:
+            await super()._update(job, status, **kwargs)
+            return
+        if not status:
+            stored = await self.job(job.key)
+            status = stored.status if stored else None
+        job.status = status or job.status
+        done = await self._script(UPDATE)(
+            keys=[self._leases, job.id, self._active, self._queued],
+            args=[fence, self.serialize(job), job.status, "1" if status == Status.ACTIVE else ""],
+            client=self.redis,
+        )
+        self._outcome(int(done), fence, job)
+
+    async def _finish(
+        self,
+        job: Job,
+        status: Status,
+        *,
+        result: Any = None,
+        error: str | None = None,
+    ) -> None:
+        fence = self.fence()
+        if fence is None:
+            await super()._finish(job, status, result=result, error=error)
+            return
+        done = await self._script(FENCED_FINISH)(
+            keys=[self._leases, job.id, self._active, self._incomplete],
+            args=[fence, self.serialize(job), job.ttl, job.status],
+            client=self.redis,
+        )
+        self._outcome(int(done), fence, job)
+
+    async def _retry(self, job: Job, error: str | None) -> None:
+        fence = self.fence()
+        if fence is None and job.next_retry_delay():
+            await super()._retry(job, error)
+            return
+        if fence is None:  # SAQ's retry, but queued with score 0 (see the sweep's put-back)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.lrem(self._active, 1, job.id)
+                pipe.lrem(self._queued, 1, job.id)
+                pipe.zadd(self._incomplete, {job.id: 0})
+                pipe.rpush(self._queued, job.id)
+                pipe.set(job.id, self.serialize(job))
+                await pipe.execute()
+            await self.notify(job)
+            return
+        delay = job.next_retry_delay()
+        score = time.time() + delay if delay else 0  # 0: queued now (see the sweep's put-back)
+        done = await self._script(FENCED_RETRY)(
+            keys=[self._leases, job.id, self._active, self._queued, self._incomplete],
+            args=[fence, self.serialize(job), score, "" if delay else "1", job.status],
+            client=self.redis,
+        )
+        self._outcome(int(done), fence, job)
+
+    # -- cron ticks -------------------------------------------------------------------------
+
+    async def enqueue_tick(self, job: Job, tick: int, bound: float) -> bool:
+        """Enqueue cron ``job`` for ``tick`` (epoch s) unless any process offered that tick
+        before, or the tick is more than ``bound`` seconds old in the broker's clock."""
+        job.queue = self
+        job.queued = now()
+        job.status = Status.QUEUED
+        await self._before_enqueue(job)
+        done = await self._script(ENQUEUE_TICK)(
+            keys=[self._incomplete, job.id, self._queued, job.abort_id, self._ticks],
+            args=[self.serialize(job), job.scheduled, tick, bound],
+            client=self.redis,
+        )
+        return int(done) == 1
 
     # -- the sweep ------------------------------------------------------------------------
 
@@ -210,6 +490,7 @@ class SweepSafeRedisQueue(LeaseHolder, RedisQueue):
             verdict = verdict_for_active(
                 job,
                 lease_lapsed=lease is not None and lease < now_ms,
+                lease_live=lease is not None and lease >= now_ms,
                 now_ms=now(),  # job stamps are the workers' clocks, as in SAQ
                 settle=self.settle,
                 max_lost=self.max_lost,
@@ -238,7 +519,9 @@ class SweepSafeRedisQueue(LeaseHolder, RedisQueue):
                 new = self._bytes(job)
             done = await self._script(REQUEUE)(
                 keys=[job.id, self._active, self._incomplete, self._queued],
-                args=[payload, new, job.scheduled],
+                # score 0: queued now (as SAQ's scheduler leaves a due job); a job's own
+                # ``scheduled`` time would make the scheduler queue it a second time
+                args=[payload, new, 0],
                 client=self.redis,
             )
             if done:

@@ -11,9 +11,11 @@ unchanged) and carry out the verdict.
 - A job taken from the queue but not yet marked ``active`` is left alone while a live worker
   may still be about to mark it: only once it has sat unchanged for ``SETTLE`` seconds is it
   put back on its queue. This is the window plain SAQ's sweep aborts jobs in.
-- A job still ``active`` under a live (or unknown) worker is handled as SAQ does once it is
-  stuck: past its ``heartbeat``, or past its ``timeout`` by more than ``SETTLE`` seconds (the
-  worker enforces the timeout itself; the margin keeps the sweep from racing it).
+- A job still ``active`` under a live lease is handled as SAQ does once it is stuck past its
+  ``heartbeat``; its ``timeout`` is the worker's to enforce (it does, as soon as its event
+  loop runs: a loop blocked by another job must not get every job of the process aborted).
+  Under an unknown worker (a plain SAQ worker, no lease) a job past its ``timeout`` by more
+  than ``SETTLE`` seconds is stuck too (the margin keeps the sweep from racing the worker).
 """
 
 from __future__ import annotations
@@ -60,11 +62,12 @@ class Verdict(enum.Enum):
 UNSTARTED = (Status.NEW, Status.QUEUED)
 
 
-def stuck(job: Job, now_ms: int, settle: float) -> bool:
-    """SAQ's ``Job.stuck`` with a margin on the timeout, which the worker enforces itself."""
+def stuck(job: Job, now_ms: int, settle: float, *, lease_live: bool = False) -> bool:
+    """SAQ's ``Job.stuck`` with a margin on the timeout, which the worker enforces itself
+    (and alone, while its lease is live)."""
     if job.status not in (Status.ACTIVE, Status.ABORTING):
         return False
-    if job.timeout and now_ms - job.started > (job.timeout + settle) * 1000:
+    if not lease_live and job.timeout and now_ms - job.started > (job.timeout + settle) * 1000:
         return True
     return bool(job.heartbeat and now_ms - job.touched > job.heartbeat * 1000)
 
@@ -76,12 +79,18 @@ def lost_count(job: Job) -> int:
 
 
 def verdict_for_active(
-    job: Job, *, lease_lapsed: bool, now_ms: int, settle: float, max_lost: int
+    job: Job,
+    *,
+    lease_lapsed: bool,
+    now_ms: int,
+    settle: float,
+    max_lost: int,
+    lease_live: bool = False,
 ) -> Verdict:
     """The verdict for a job whose stored status says a worker is running it."""
     if lease_lapsed:
         return Verdict.GIVE_UP if lost_count(job) + 1 >= max_lost else Verdict.REQUEUE
-    return Verdict.STUCK if stuck(job, now_ms, settle) else Verdict.KEEP
+    return Verdict.STUCK if stuck(job, now_ms, settle, lease_live=lease_live) else Verdict.KEEP
 
 
 def verdict_for_unmarked(job: Job, *, unchanged_for: float, settle: float) -> Verdict:

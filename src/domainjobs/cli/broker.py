@@ -16,6 +16,7 @@ from domainjobs.brokers.embedded import (
 )
 from domainjobs.brokers.urls import redact
 from domainjobs.cli.common import Subparsers, add_command, load
+from domainjobs.errors import ExitCode
 
 HELP = """\
 The embedded broker is the Valkey/Redis server domainjobs starts on a unix socket in the
@@ -25,7 +26,7 @@ workers share it and queued jobs wait for the next worker; stop it with `broker 
 (its data is kept on disk and comes back with the next start).
 
 examples:
-  python -m domainjobs broker status          # running? where? how many keys?
+  python -m domainjobs broker status          # running? (exit 0; 3 when it is not)
   python -m domainjobs broker status --json
   python -m domainjobs broker start           # start it now (run does this by itself)
   python -m domainjobs broker stop            # flush to disk and stop it
@@ -61,10 +62,11 @@ def handle(args: argparse.Namespace) -> int:
         print(f"embedded broker in {paths.folder} {what}", file=sys.stderr)
         return 0
     status = broker_status(paths)
+    code = ExitCode.OK if status.answering else ExitCode.NOT_RUNNING
     if args.json:
         json.dump(status.as_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
-        return 0
+        return code
     if status.answering:
         print(
             f"embedded broker running: pid {status.pid}, {status.url}, "
@@ -78,4 +80,4 @@ def handle(args: argparse.Namespace) -> int:
     print(f"server binary: {status.binary or 'none (pip install domainjobs[embedded])'}")
     if settings.url:
         print(f"note: a broker URL is configured ({redact(settings.url)}), so run uses that one")
-    return 0
+    return code

@@ -23,8 +23,11 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
+from domainjobs.brokers.leases import LeaseHolder
 from domainjobs.brokers.urls import wait_for_broker
 from domainjobs.errors import ConfigError
+from domainjobs.runtime.jobrun import describe_blocker
+from domainjobs.runtime.watchdog import LoopWatchdog
 from domainjobs.runtime.worker import DomainWorker
 
 logger = logging.getLogger("domainjobs")
@@ -81,6 +84,21 @@ class Shutdown:
                         cancelled.add(task)
                         task.cancel()
             await asyncio.sleep(0.05)
+
+
+async def _leave_abandoned_jobs(workers: Sequence[DomainWorker]) -> None:
+    """Thread jobs still running when the grace period ended are not re-queued while their
+    thread may still complete them: their leases are left to lapse by themselves once this
+    process has exited (its threads end with it), and the sweep puts the jobs back then."""
+    for worker in workers:
+        if worker.abandoned and isinstance(worker.queue, LeaseHolder):
+            logger.warning(
+                "%d thread job(s) still running at the end of the grace period; they are put "
+                "back on the queue %gs after this process exits (when its lease lapses)",
+                len(worker.abandoned),
+                worker.queue.lost_after,
+            )
+            await worker.queue.release_leases(end=False)
 
 
 def jobs_done(workers: Sequence[DomainWorker]) -> int:
@@ -154,6 +172,8 @@ async def run_workers(
                 pass
     for worker in workers:
         worker.prepare_to_run(grace)
+    watchdog = LoopWatchdog(describe_blocker)
+    watchdog.start()
     helpers = [asyncio.create_task(shutdown.enforce_grace())]
     if max_jobs:
         helpers.append(asyncio.create_task(_watch_max_jobs(workers, max_jobs, shutdown)))
@@ -182,11 +202,13 @@ async def run_workers(
         if any(isinstance(r, BaseException) for r in results):
             status = 1
     finally:
+        watchdog.stop()
         waiter.cancel()
         for helper in helpers:
             helper.cancel()
         for signum in installed:
             loop.remove_signal_handler(signum)
+        await _leave_abandoned_jobs(workers)
         for queue in queues:
             try:
                 await queue.disconnect()

@@ -26,7 +26,26 @@ PRIVATE_ATTRIBUTES: tuple[tuple[str, str, str, str], ...] = (
         "saq.worker.Worker",
         "_cancellation_hard_deadline_s",
         "runtime.worker.DomainWorker.prepare_to_run",
-        "same: SAQ's backstop behind our own graceful stop",
+        "same: SAQ's backstop behind our own graceful stop; also read by "
+        "DomainWorker.process, which waits that long for a cancelled job function",
+    ),
+    (
+        "saq.worker.Worker",
+        "_before_process",
+        "runtime.worker.DomainWorker.process",
+        "our process() (fenced writes) runs the before_process hooks as SAQ's does",
+    ),
+    (
+        "saq.worker.Worker",
+        "_after_process",
+        "runtime.worker.DomainWorker.process",
+        "our process() runs the after_process hooks as SAQ's does",
+    ),
+    (
+        "saq.queue.redis.RedisQueue",
+        "_before_enqueue",
+        "brokers.redis.SweepSafeRedisQueue.enqueue_tick",
+        "runs the queue's before-enqueue callbacks for a cron tick enqueued by our script",
     ),
     (
         "saq.queue.redis.RedisQueue",
@@ -78,11 +97,28 @@ PRIVATE_ATTRIBUTES: tuple[tuple[str, str, str, str], ...] = (
     ),
     (
         "saq.queue.postgres.PostgresQueue",
+        "_connected",
+        "brokers.postgres._end_leases",
+        "a lease is ended only while the pool is still open",
+    ),
+    (
+        "saq.queue.postgres.PostgresQueue",
+        "_has_sweep_lock",
+        "brokers.postgres._sweep_lock",
+        "SAQ's sweep lock, held for the life of the connection as SAQ's own sweep does",
+    ),
+    (
+        "saq.queue.postgres.PostgresQueue",
         "_notify",
         "brokers.postgres",
         "wakes waiting workers after our sweep puts a job back",
     ),
 )
+
+
+def cancellation_deadline(worker: Any) -> float:
+    """How long a worker waits for a cancelled job function (see ``PRIVATE_ATTRIBUTES``)."""
+    return float(worker._cancellation_hard_deadline_s)
 
 
 def set_stop_deadlines(worker: Any, *, grace_period: int, cancellation_deadline: float) -> None:

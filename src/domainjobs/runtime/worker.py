@@ -3,8 +3,10 @@
 cron jobs routed there and the hooks shared so they run once per process.
 
 Everything a domainjobs worker does beyond SAQ's (hooks once per process, one cron job per
-tick, a graceful stop that never strands a job) is passed through ``saq.Worker``'s public
-constructor arguments or written as an override of one of its methods here; nothing patches
+tick, a graceful stop that never strands a job, every write about a job fenced on the
+worker's lease and retried until it lands; docs/reliability.md) is passed through
+``saq.Worker``'s public constructor arguments or written as an override of one of its
+methods here (how one job runs is ``runtime.jobrun``); nothing patches
 a worker after it is built. The private SAQ attributes we still touch are listed in
 ``domainjobs.runtime.saq_internals``.
 """
@@ -14,22 +16,30 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
+import time
+import traceback
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from saq import Worker
-from saq.job import CronJob, Job
+from saq.job import CronJob, Job, Status
 from saq.queue import Queue
+from saq.types import JobTaskContext
+from saq.utils import cancel_tasks, now, uuid1
 
+from domainjobs.brokers.leases import FENCE, LeaseHolder, lease_lost
 from domainjobs.brokers.urls import queue_from_url, resolve_url
 from domainjobs.discovery.builder import resolve_registry
+from domainjobs.errors import LeaseLostError
 from domainjobs.observability import state as observed
 from domainjobs.registry import DEFAULT_QUEUE, CronSpec, Registry, RegistryOrRoots
 from domainjobs.runtime import saq_internals
 from domainjobs.runtime.cron import schedule_each_tick
 from domainjobs.runtime.hooks import HookRunner
 from domainjobs.runtime.job_hooks import with_domain_job_hooks
+from domainjobs.runtime.jobrun import Held, JobThread, call_async_job
 from domainjobs.runtime.trends import recorder_for
 
 #: The worker is the one place a SAQ function name is set: a task's public name.
@@ -47,6 +57,18 @@ WORKER_DEFAULTS: dict[str, Any] = {
 IDLE_DEQUEUE_TIMEOUT = 1.0
 
 Hook = Callable[[dict[str, Any]], Any]
+
+logger = logging.getLogger("domainjobs")
+#: SAQ's own per-job lines keep SAQ's logger (``runtime.logs`` turns them down)
+saq_logger = logging.getLogger("saq")
+
+#: Longest pause (seconds) between two attempts at a write the broker did not take.
+MAX_WRITE_BACKOFF = 2.0
+#: After the grace period, a thread job still running gets this many more seconds to end
+#: before the process leaves it to its lease and exits.
+THREAD_LAST_WAIT = 1.0
+#: Longest pause (seconds) between two attempts to reach a broker that is gone.
+MAX_BROKER_BACKOFF = 10.0
 
 
 class DomainWorker(Worker[Any]):
@@ -75,6 +97,16 @@ class DomainWorker(Worker[Any]):
         #: the slot task running each job, so a stop cancels the slot (SAQ then re-queues
         #: the job) rather than the function (which would leave it ``active``)
         self.slots: dict[Job, asyncio.Task[Any]] = {}
+        #: what each busy slot holds (the job, the lease it was taken under, ...)
+        self.held: set[Held] = set()
+        #: thread jobs still running when their slot was cancelled: left to their lease
+        self.abandoned: list[Job] = []
+        self.poll_interval = float(saq_kwargs.get("poll_interval", 0.0))
+        self._backoff = 0.0
+        self._backoff_until = 0.0
+        self._down_since: float | None = None
+        self._reviving = False
+        self._reclaiming = False
         super().__init__(
             queue,
             functions,
@@ -84,6 +116,301 @@ class DomainWorker(Worker[Any]):
             after_process=_hook_list(after_process) or None,
             **saq_kwargs,
         )
+        if isinstance(queue, LeaseHolder):
+            queue.on_lease_lost(self._lease_lost)
+
+    @property
+    def transient_errors(self) -> tuple[type[BaseException], ...]:
+        """The broker errors a write is retried after (the queue's, or OS-level ones)."""
+        errors: tuple[type[BaseException], ...] = getattr(
+            self.queue, "transient_errors", (ConnectionError, OSError)
+        )
+        return errors
+
+    async def start(self) -> None:
+        """Take a lease in the broker (when the queue has leases), then run as SAQ does."""
+        if isinstance(self.queue, LeaseHolder):
+            await self.queue.hold_lease(self.id)
+        await super().start()
+
+    def _lease_lost(self, worker_id: str) -> None:
+        """Our lease lapsed: drop the jobs taken under it, and go on under a new worker id."""
+        if worker_id == self.id:
+            self.id = uuid1()
+            logger.warning("worker %s goes on as worker %s (a new lease)", worker_id, self.id)
+        for held in list(self.held):
+            if held.fence == worker_id:
+                held.dropped = True
+                if held.task is not None and not held.task.done():
+                    held.task.cancel()
+
+    async def _ensure_lease(self) -> None:
+        if isinstance(self.queue, LeaseHolder):
+            await self.queue.hold_lease(self.id)
+
+    # -- writes that land, or are dropped with the lease --------------------------------
+
+    async def _land(self, held: Held, what: str, write: Callable[[], Awaitable[None]]) -> None:
+        """Run ``write`` until the broker takes it; retried with backoff after broker errors
+        until it lands or the lease the job was taken under is lost (``LeaseLostError``)."""
+        job = held.job
+        delay = 0.05
+        failing_since: float | None = None
+        while True:
+            try:
+                await write()
+            except self.transient_errors as exc:
+                if held.dropped or (
+                    isinstance(self.queue, LeaseHolder) and self.queue.lease_is_lost(held.fence)
+                ):
+                    raise lease_lost(held.fence) from None
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    self._revive_soon()
+                    logger.warning(
+                        "could not %s %s (%s: %s); retrying until the broker takes it",
+                        what,
+                        job.key,
+                        type(exc).__name__,
+                        exc,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_WRITE_BACKOFF)
+            else:
+                if failing_since is not None:
+                    logger.info(
+                        "%s %s: written after %.1fs",
+                        what,
+                        job.key,
+                        time.monotonic() - failing_since,
+                    )
+                    self._reclaim_soon()
+                return
+
+    async def _broker_down(self, exc: BaseException) -> None:
+        """Wait for a broker that is out of reach: one log line per back-off step, and the
+        embedded broker started again if its server is gone."""
+        moment = time.monotonic()
+        if moment >= self._backoff_until:
+            self._backoff = min(self._backoff * 2, MAX_BROKER_BACKOFF) if self._backoff else 0.5
+            self._backoff_until = moment + self._backoff
+            if self._down_since is None:
+                self._down_since = moment
+            logger.warning(
+                "broker of queue %s out of reach for %.0fs (%s); next try in %gs",
+                self.queue.name,
+                moment - self._down_since,
+                type(exc).__name__,
+                self._backoff,
+            )
+            await self._revive()
+        await asyncio.sleep(max(0.0, self._backoff_until - moment))
+
+    async def _revive(self) -> None:
+        """Start the embedded broker again if it is ours and gone (one attempt at a time)."""
+        if self._reviving or not isinstance(self.queue, LeaseHolder):
+            return
+        self._reviving = True
+        try:
+            await self.queue.revive_broker()
+        except Exception as revive_error:
+            logger.warning("could not start the broker again: %s", revive_error)
+        finally:
+            self._reviving = False
+
+    def _revive_soon(self) -> None:
+        """``_revive`` in the background (a write retrying must not wait for it)."""
+        if self._reviving or not isinstance(self.queue, LeaseHolder):
+            return
+        task = asyncio.create_task(self._revive())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _broker_back(self) -> None:
+        if self._down_since is None:
+            return
+        logger.info(
+            "broker of queue %s reachable again after %.1fs",
+            self.queue.name,
+            time.monotonic() - self._down_since,
+        )
+        self._down_since = None
+        self._backoff = 0.0
+        self._reclaim_soon()
+
+    def _reclaim_soon(self) -> None:
+        """After an outage: put back what the broker shows active under this worker that
+        it no longer runs (one look at a time)."""
+        reclaim = getattr(self.queue, "reclaim_orphans", None)
+        if reclaim is None or self._reclaiming:
+            return
+        self._reclaiming = True
+        task = asyncio.create_task(reclaim(self.id, lambda: {h.job.id for h in self.held}))
+        task.add_done_callback(self._reclaimed)
+        self.tasks.add(task)
+
+    def _reclaimed(self, task: asyncio.Task[list[str]]) -> None:
+        self.tasks.discard(task)
+        self._reclaiming = False
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            logger.warning("could not look for orphaned jobs: %s", task.exception())
+        elif task.result():
+            logger.warning(
+                "put back %d job(s) the broker still showed active under this worker "
+                "(it lost writes in its restart)",
+                len(task.result()),
+            )
+
+    async def _take(self) -> Job | None:
+        try:
+            await self._ensure_lease()
+            job = await self.queue.dequeue(
+                timeout=self.dequeue_timeout, poll_interval=self.poll_interval
+            )
+        except self.transient_errors as exc:
+            await self._broker_down(exc)
+            return None
+        self._broker_back()
+        return job
+
+    def _start_function(self, held: Held, context: dict[str, Any]) -> asyncio.Task[Any]:
+        job = held.job
+        function = self.functions[job.function]
+        if inspect.iscoroutinefunction(function):
+            held.task = asyncio.create_task(call_async_job(job, function, context))
+        else:
+            held.thread = JobThread(job, function, context)
+            held.task = asyncio.create_task(held.thread.run())
+        return held.task
+
+    async def _last_wait(self, held: Held) -> tuple[tuple[Status], dict[str, Any]] | None:
+        """A thread job whose slot was cancelled gets ``THREAD_LAST_WAIT`` more seconds; how
+        to finish it if its thread ended meanwhile, else ``None``."""
+        runner = held.thread
+        assert runner is not None
+        done, _ = await asyncio.wait([runner.future], timeout=THREAD_LAST_WAIT)
+        if not done or runner.future.cancelled():
+            return None
+        error = runner.future.exception()
+        if error is None:
+            return (Status.COMPLETE,), {"result": runner.future.result()}
+        text = "".join(traceback.format_exception(error))
+        return (Status.FAILED,), {"error": text}
+
+    async def process(self) -> bool:
+        """SAQ's ``Worker.process`` (take a job, mark it active, run it, finish or retry
+        it), with every write fenced on the worker's lease and retried until it lands, broker
+        errors never counted as the job's failure, a task's ``SystemExit`` failing only its
+        job, and a thread job left to its lease (not re-queued) when its slot is cancelled
+        while its thread still runs."""
+        context: dict[str, Any] | None = None
+        job: Job | None = None
+        held: Held | None = None
+        task_ctx: JobTaskContext | None = None
+        try:
+            job = await self._take()
+            if job is None:
+                return False
+            taken = job
+            fence = self.id
+            FENCE.set(fence)  # this slot's context: the job's writes, and its function's
+            held = Held(job, fence)
+            self.held.add(held)
+            job.started = now()
+            job.attempts += 1
+            job.worker_id = fence
+            await self._land(held, "mark active", lambda: taken.update(status=Status.ACTIVE))
+            if held.dropped:  # the lease lapsed while the write was on its way
+                raise lease_lost(fence)
+            context = {**self.context, "job": job}
+            await self._before_process(context)
+            saq_logger.info("Processing %s", job.info(saq_logger.isEnabledFor(logging.DEBUG)))
+            task = self._start_function(held, context)
+            task_ctx = JobTaskContext(task=task, aborted=None)
+            self.job_task_contexts[job] = task_ctx
+            try:
+                result = await asyncio.wait_for(asyncio.shield(task), job.timeout or None)
+            except asyncio.TimeoutError:
+                if not task.done() or task.cancelled():
+                    task.cancel()
+                    raise
+                result = task.result()  # it ended as the timeout fired (e.g. a blocked loop)
+            if task_ctx["aborted"] is None:
+                await self._land(
+                    held, "finish", lambda: taken.finish(Status.COMPLETE, result=result)
+                )
+        except asyncio.CancelledError:
+            if not job or held is None or task_ctx is None or held.dropped:
+                return False
+            task = task_ctx["task"]
+            aborted = task_ctx["aborted"]
+            if aborted is not None:
+                await self._land(
+                    held, "finish", lambda: taken.finish(Status.ABORTED, error=aborted)
+                )
+                return False
+            if held.thread_running():
+                finished = await self._last_wait(held)
+                if finished is not None:
+                    await self._land(
+                        held, "finish", lambda: taken.finish(*finished[0], **finished[1])
+                    )
+                    return False
+                self.abandoned.append(job)
+                logger.warning(
+                    "job %s is still running in its thread: not re-queued while it can still "
+                    "complete; if this process exits first, its lease lapses and the job is "
+                    "put back on the queue",
+                    job.key,
+                )
+                return False
+            if not task.done() and not await cancel_tasks([task], self._cancellation_deadline()):
+                saq_logger.warning(
+                    "Function: %s did not finish cancellation in time, it may be stuck",
+                    job.function,
+                )
+            await self._land(held, "retry", lambda: taken.retry("cancelled"))
+        except LeaseLostError as exc:
+            if job is not None and held is not None:
+                held.dropped = True
+                logger.info("dropped %s: %s", job.key, exc)
+        except Exception as ex:
+            if context is not None:
+                context["exception"] = ex
+            if job is not None and held is not None and not held.dropped:
+                saq_logger.exception("Error processing job %s", job)
+                if task_ctx is not None and not task_ctx["task"].done():
+                    await cancel_tasks([task_ctx["task"]], self._cancellation_deadline())
+                error = traceback.format_exc()
+                try:
+                    if job.retryable:
+                        await self._land(held, "retry", lambda: taken.retry(error))
+                    else:
+                        await self._land(
+                            held, "finish", lambda: taken.finish(Status.FAILED, error=error)
+                        )
+                except LeaseLostError as lost:
+                    logger.info("dropped %s: %s", job.key, lost)
+        finally:
+            if held is not None:
+                self.held.discard(held)
+            if (
+                job is not None
+                and task_ctx is not None
+                and self.job_task_contexts.get(job) is task_ctx
+            ):
+                del self.job_task_contexts[job]
+            if context:
+                try:
+                    await self._after_process(context)
+                except (Exception, asyncio.CancelledError):
+                    saq_logger.exception("Failed to run after process hook")
+        return True
+
+    def _cancellation_deadline(self) -> float:
+        return float(saq_internals.cancellation_deadline(self))
 
     async def _track_slot(self, ctx: dict[str, Any]) -> None:
         task = asyncio.current_task()
@@ -99,9 +426,31 @@ class DomainWorker(Worker[Any]):
         await schedule_each_tick(self, lock)
 
     async def upkeep(self) -> list[asyncio.Task[None]]:
-        """SAQ's upkeep loops, cancelled as soon as the worker stops (SAQ would wait for
-        their sleeps, up to 10 s, e.g. after a burst worker drained its queue)."""
-        tasks = await super().upkeep()
+        """SAQ's upkeep loops (abort, schedule, sweep, worker info), quiet while the broker
+        is out of reach (the slots report that, once per back-off step), and cancelled as
+        soon as the worker stops (SAQ would wait for their sleeps, up to 10 s)."""
+
+        async def poll(func: Callable[[int], Awaitable[Any]], sleep: int, arg: int = 0) -> None:
+            while not self.event.is_set():
+                try:
+                    await func(arg or sleep)
+                except self.transient_errors as exc:
+                    logger.debug("upkeep %s: broker out of reach (%s)", func.__name__, exc)
+                except (Exception, asyncio.CancelledError):
+                    if self.event.is_set():
+                        return
+                    saq_logger.exception("Upkeep task failed unexpectedly")
+                await asyncio.sleep(sleep)
+
+        timers = self.timers
+        tasks = [
+            asyncio.create_task(poll(self.abort, timers["abort"])),
+            asyncio.create_task(poll(self.schedule, timers["schedule"])),
+            asyncio.create_task(poll(self.queue.sweep, timers["sweep"])),
+            asyncio.create_task(
+                poll(self.worker_info, timers["worker_info"], timers["worker_info"] + 1)
+            ),
+        ]
 
         async def end_upkeep() -> None:
             await self.event.wait()
