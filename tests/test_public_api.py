@@ -207,7 +207,7 @@ def test_function_body_imports_are_only_for_optional_extras_or_start_up_cost() -
     _, in_functions = _import_graph()
     assert sorted(set(in_functions)) == [
         "domainjobs._pytest_entry -> domainjobs.testing.plugin",  # start-up cost of pytest
-        "domainjobs.brokers.urls -> domainjobs.brokers.postgres",  # extra: postgres
+        "domainjobs.brokers.urls -> domainjobs.brokers.pgnotify",  # extra: postgres
         "domainjobs.cli.run -> domainjobs.runtime.reload",  # extra: reload
         "domainjobs.cli.run -> domainjobs.web",  # extra: web
         "domainjobs.observability.cli -> domainjobs.observability.exposition",  # extra: metrics
