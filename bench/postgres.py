@@ -183,7 +183,7 @@ class StatementLog:
 
 def shape(sql: str) -> str:
     """A statement with whitespace folded, literals left as they are, cut to 90 chars."""
-    text = " ".join(sql.split())
+    text = " ".join(sql.split()) or "(empty: the pool's check of a connection it hands out)"
     return text if len(text) <= 90 else text[:87] + "..."
 
 
@@ -235,6 +235,7 @@ async def statements_round(
         async def enqueue() -> None:
             await client.enqueue("bench.noop")
 
+    await worker.queue.connect()
     runner: asyncio.Task[Any] | None = None
     if scenario == "one":
         runner = asyncio.create_task(worker.start())
@@ -258,6 +259,7 @@ async def statements_round(
     await worker.stop()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await runner
+    await worker.queue.disconnect()
     if kind == "saq":
         await client.disconnect()
     else:
