@@ -82,6 +82,12 @@ PRIVATE_ATTRIBUTES: tuple[tuple[str, str, str, str], ...] = (
         "brokers.postgres",
         "wakes waiting workers after our sweep puts a job back",
     ),
+    (
+        "saq.queue.postgres.PostgresQueue",
+        "_finish",
+        "brokers.pgnotify (override)",
+        "sends the finished-job notification in the transaction that writes the final status",
+    ),
 )
 
 
