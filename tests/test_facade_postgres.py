@@ -152,3 +152,21 @@ def test_job_channels_fit_postgres_limit() -> None:
     long = job_channel("é" * 100)
     assert len(long.encode()) <= MAX_CHANNEL_BYTES
     assert long.startswith("saq:job:é") and "\ufffd" not in long
+
+
+async def test_aborting_a_queued_job_notifies_its_waiter(pg_app, postgres_url, monkeypatch):
+    registry, tasks, queue = pg_app
+    monkeypatch.setattr(PostgresCompletionListener, "recheck_start", 60.0)  # NOTIFY or nothing
+    async with Jobs(registry, url=postgres_url) as jobs:
+        handle = await jobs.with_options(delay=3600).enqueue(tasks.double, n=1)
+        waiter = asyncio.create_task(jobs.wait_for(handle.job, timeout=120))
+        listeners = jobs._state.listeners
+        await _until(
+            lambda: queue in listeners and handle.job.key in listeners[queue]._waiters,
+            "the waiter",
+        )
+        started = time.monotonic()
+        await handle.abort("not needed")
+        finished = await waiter
+        assert finished.status == Status.ABORTED
+        assert time.monotonic() - started < 30
