@@ -4,9 +4,12 @@ SAQ's ``PostgresQueue`` notifies only its own channel ``saq:<queue>``, with the 
 ``saq:enqueue`` and ``saq:dequeue`` (to wake dequeuers); nothing is published when a job
 finishes, so a client waiting for a result had to poll. ``JobStatusNotify`` adds one
 notification per finished job on a second channel, ``saq:job:<queue>``, with the payload
-``<status>:<job key>``. It is sent on the connection that writes the final status, in the
-same transaction, so PostgreSQL delivers it at commit: a listener that reads the job on
-receipt sees the finished row. Listening is ``domainjobs.client.waiting``'s side.
+``<status>:<job key>``. It is sent on the connection that wrote the final status, once
+that write is committed (SAQ's pool is in autocommit mode and ``_update`` commits its own
+transaction), or inside the caller's transaction when one is given (``abort``): either way
+PostgreSQL delivers it only after the finished row is visible, so a listener that reads
+the job on receipt sees it. A worker that dies between the two leaves a waiter to its
+safety re-read. Listening is ``domainjobs.client.waiting``'s side.
 
 A worker without this mixin (a plain SAQ worker on the same table) sends nothing; waiters
 then find the job by their safety re-read, as before, only later.
@@ -42,7 +45,7 @@ def job_payload(status: str, job_key: str) -> str:
 
 class JobStatusNotify:
     """Mixin for a ``saq.queue.postgres.PostgresQueue`` (put it first in the bases):
-    ``pg_notify`` the job's terminal status in the transaction that finishes it."""
+    ``pg_notify`` the job's terminal status once the write that finishes it is done."""
 
     name: str
     pool: Any
@@ -68,7 +71,7 @@ class JobStatusNotify:
             await finish(job, status, result=result, error=error, connection=connection)
             await connection.execute(notify, (self.job_channel, payload))
             return
-        async with self.pool.connection() as conn:  # one transaction: status, then notify
+        async with self.pool.connection() as conn:  # autocommit: status committed, then notify
             await finish(job, status, result=result, error=error, connection=conn)
             await conn.execute(notify, (self.job_channel, payload))
 

@@ -86,7 +86,7 @@ PRIVATE_ATTRIBUTES: tuple[tuple[str, str, str, str], ...] = (
         "saq.queue.postgres.PostgresQueue",
         "_finish",
         "brokers.pgnotify (override)",
-        "sends the finished-job notification in the transaction that writes the final status",
+        "sends the finished-job notification on the connection that wrote the final status",
     ),
 )
 
