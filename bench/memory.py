@@ -159,6 +159,17 @@ async def settle(pid: int, quiet: float, timeout: float = 60) -> dict[str, int]:
     return last
 
 
+def bench_env(url: str) -> dict[str, str]:
+    """The variants' environment: the broker, and the shop's SQLite file out of the tree."""
+    database = Path(tempfile.gettempdir()) / f"djbench-accounts-{os.getpid()}.sqlite3"
+    return {
+        **os.environ,
+        "BENCH_URL": url,
+        "DOMAINJOBS_URL": url,
+        "SHOP_ACCOUNTS_DB": str(database),
+    }
+
+
 def command(kind: str, script: Path) -> tuple[list[str], Path]:
     if kind == "saq":
         return [sys.executable, str(script)], script.parent
@@ -169,7 +180,7 @@ def command(kind: str, script: Path) -> tuple[list[str], Path]:
 async def one_run(kind: str, url: str, script: Path, quiet: float) -> dict[str, int]:
     await Queue.from_url(url).redis.flushall()  # type: ignore[attr-defined]
     argv, cwd = command(kind, script)
-    env = {**os.environ, "BENCH_URL": url, "DOMAINJOBS_URL": url}
+    env = bench_env(url)
     process = subprocess.Popen(
         argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -186,7 +197,7 @@ async def importtime(kind: str, url: str, script: Path) -> dict[str, int]:
     variant run once more under ``python -X importtime``."""
     argv, cwd = command(kind, script)
     await Queue.from_url(url).redis.flushall()  # type: ignore[attr-defined]
-    env = {**os.environ, "BENCH_URL": url, "DOMAINJOBS_URL": url}
+    env = bench_env(url)
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(
             [argv[0], "-X", "importtime", *argv[1:]],
@@ -248,6 +259,7 @@ async def main(args: argparse.Namespace) -> None:
             print("imported by dj-asyncio and not by saq, by top-level package (modules, own µs):")
             for count, package, own in top_packages(ours, plain)[:25]:
                 print(f"   {count:4}  {own:7}  {package}")
+        Path(bench_env(url)["SHOP_ACCOUNTS_DB"]).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
