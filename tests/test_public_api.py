@@ -207,11 +207,15 @@ def test_function_body_imports_are_only_for_optional_extras_or_start_up_cost() -
     _, in_functions = _import_graph()
     assert sorted(set(in_functions)) == [
         "domainjobs._pytest_entry -> domainjobs.testing.plugin",  # start-up cost of pytest
-        "domainjobs.brokers.urls -> domainjobs.brokers.postgres",  # extra: postgres
+        "domainjobs.brokers.urls -> domainjobs.brokers.pgnotify",  # extra: postgres
+        "domainjobs.cli.enqueue -> domainjobs.client.jobs",  # start-up cost of `run`
         "domainjobs.cli.run -> domainjobs.runtime.reload",  # extra: reload
         "domainjobs.cli.run -> domainjobs.web",  # extra: web
+        "domainjobs.cli.status -> domainjobs.client.health",  # start-up cost of `run`
+        "domainjobs.cli.status -> domainjobs.client.jobs",  # start-up cost of `run`
         "domainjobs.observability.cli -> domainjobs.observability.exposition",  # extra: metrics
         "domainjobs.observability.cli -> domainjobs.observability.server",  # extra: metrics
+        "domainjobs.observability.cli -> domainjobs.web.serving",  # start-up cost of `run`
         "domainjobs.observability.endpoint -> domainjobs.observability.exposition",  # metrics
         "domainjobs.observability.state -> domainjobs.observability.metrics",  # extra: metrics
         "domainjobs.observability.state -> domainjobs.observability.tracing",  # extra: otel

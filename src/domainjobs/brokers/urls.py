@@ -152,9 +152,9 @@ def _postgres_queue(url: str, name: str, queue_kwargs: dict[str, Any]) -> Queue:
     port = str(params.get("port") or "5432")
     if not all(p.strip().isdigit() for p in port.split(",")):
         raise bad_url(url, f"has a port {port!r} that is not a number")
-    from domainjobs.brokers.postgres import SweepSafePostgresQueue  # psycopg: optional extra
+    from domainjobs.brokers.pgnotify import NotifyingPostgresQueue  # psycopg: optional extra
 
-    queue: Queue = SweepSafePostgresQueue.from_url(url, name=name, **queue_kwargs)
+    queue: Queue = NotifyingPostgresQueue.from_url(url, name=name, **queue_kwargs)
     return queue
 
 

@@ -7,13 +7,12 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.exceptions
 
 from domainjobs.brokers.urls import redact, resolve_url
 from domainjobs.cli.common import Subparsers, add_command, load
-from domainjobs.client.jobs import Jobs
 from domainjobs.discovery.builder import discover_configured
 from domainjobs.errors import (
     DuplicateKeyError,
@@ -25,6 +24,9 @@ from domainjobs.errors import (
     UnserializableArgumentsError,
 )
 from domainjobs.options import OPTIONS
+
+if TYPE_CHECKING:
+    from domainjobs.client.jobs import Jobs
 
 HELP = """\
 Enqueue one task by its public name, with keyword arguments as a JSON object. Prints the
@@ -206,6 +208,9 @@ def handle(args: argparse.Namespace) -> int:
     url = resolve_url(None, settings)
 
     async def main() -> int:
+        # start-up cost: `run` imports this module for its parser, not the client
+        from domainjobs.client.jobs import Jobs
+
         async with Jobs(registry, url=url) as jobs:
             return await _enqueue(args, jobs, kwargs, many)
 

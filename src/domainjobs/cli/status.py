@@ -11,7 +11,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from domainjobs.brokers.urls import redact
 from domainjobs.cli.common import (
@@ -22,12 +22,12 @@ from domainjobs.cli.common import (
     running_broker_url,
 )
 from domainjobs.cli.enqueue import BROKER_ERRORS
-from domainjobs.client.health import run_check
-from domainjobs.client.jobs import Jobs
-from domainjobs.client.status import QueueStatus
 from domainjobs.discovery.builder import discover_configured
 from domainjobs.errors import ConfigError, ExitCode, did_you_mean
 from domainjobs.registry import Registry
+
+if TYPE_CHECKING:
+    from domainjobs.client.status import QueueStatus
 
 HELP = """\
 Show each queue's queued, active, scheduled and failed job counts and its live workers
@@ -75,6 +75,9 @@ def pick_queues(registry: Registry, wanted: Sequence[str] | None) -> list[str]:
 
 async def collect(registry: Registry, url: str, queues: Sequence[str]) -> list[QueueStatus]:
     """Read every queue's status from the broker."""
+    # start-up cost: `run` imports this module for its parser, not the client
+    from domainjobs.client.jobs import Jobs
+
     async with Jobs(registry, url=url) as jobs:
         return await jobs.status(queues)
 
@@ -130,6 +133,8 @@ def handle(args: argparse.Namespace) -> int:
         print(broker_not_running(settings), file=sys.stderr)
         return ExitCode.NOT_RUNNING
     if args.check:  # cheap enough for a container probe (no job scan)
+        from domainjobs.client.health import run_check  # start-up cost, as in collect
+
         return run_check(url, queues)
     try:
         statuses = asyncio.run(collect(registry, url, queues))

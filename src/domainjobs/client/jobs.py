@@ -30,7 +30,12 @@ from domainjobs.client.arguments import Binder, check_serializable, dump_functio
 from domainjobs.client.handle import JobHandle
 from domainjobs.client.pending import Pending, PendingList, PendingListWithErrors
 from domainjobs.client.status import QueueStatus, queue_status
-from domainjobs.client.waiting import CompletionListener, has_notifications, wait_for_job
+from domainjobs.client.waiting import (
+    CompletionListener,
+    has_notifications,
+    listener_for,
+    wait_for_job,
+)
 from domainjobs.discovery.builder import resolve_registry
 from domainjobs.errors import (
     DomainJobsError,
@@ -215,7 +220,7 @@ class Jobs:
             return None
         listener = self._state.listeners.get(queue.name)
         if listener is None:
-            listener = self._state.listeners[queue.name] = CompletionListener(queue)
+            listener = self._state.listeners[queue.name] = listener_for(queue)
         await listener.start()
         return listener
 

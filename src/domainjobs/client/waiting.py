@@ -1,16 +1,20 @@
-"""Wait for jobs to finish on SAQ's completion notifications, not on a poll interval.
+"""Wait for jobs to finish on the broker's completion notifications, not on a poll interval.
 
 SAQ's Redis queue publishes every status change of a job on the channel named by the job
 id (``Queue.notify``). A ``CompletionListener`` holds one pattern subscription per queue
 (``saq:job:<queue>:*``) for as long as the facade is connected, and routes each message
-to the futures waiting on that job id. The subscription is confirmed before the first
-waiter is registered, and a waiter is registered before its job is enqueued, so a job
-that finishes in a millisecond cannot finish unseen.
+to the futures waiting on that job id. On PostgreSQL, domainjobs' queue ``NOTIFY``s each
+finished job on ``saq:job:<queue>`` (``domainjobs.brokers.pgnotify``); a
+``PostgresCompletionListener`` holds one connection that ``LISTEN``s there. Either way the
+subscription is confirmed before the first waiter is registered, and a waiter is
+registered before its job is enqueued, so a job that finishes in a millisecond cannot
+finish unseen.
 
 Notifications are fire-and-forget, so a waiter also re-reads its job after a quiet spell
-that grows from 1 s to 10 s: a lost message (a dropped connection) costs seconds, never a
-hang. Queues without per-job notifications (SAQ's ``PostgresQueue``) are polled with a
-short back-off that starts at 2 ms.
+that grows: from 1 s to 10 s on Redis (every SAQ worker publishes there), from 50 ms to
+1 s on PostgreSQL (a plain SAQ worker sharing the table sends nothing). A lost message
+costs that much, never a hang. Queues without notifications at all (SAQ's own
+``PostgresQueue``) are polled with a short back-off that starts at 2 ms.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ logger = logging.getLogger("domainjobs")
 TERMINAL_VALUES = frozenset(s.value for s in TERMINAL_STATUSES)
 RECHECK_START = 1.0
 RECHECK_MAX = 10.0
+PG_RECHECK_START = 0.05
+PG_RECHECK_MAX = 1.0
 POLL_START = 0.002
 POLL_MAX = 0.2
 
@@ -41,6 +47,10 @@ def glob_escape(text: str) -> str:
 
 class CompletionListener:
     """Job-completion notifications of one Redis queue, shared by every waiter."""
+
+    #: The safety re-read's first and longest quiet spell, in seconds.
+    recheck_start = RECHECK_START
+    recheck_max = RECHECK_MAX
 
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
@@ -86,18 +96,23 @@ class CompletionListener:
                 if status not in TERMINAL_VALUES:
                     continue
                 channel = message["channel"]
-                job_id = channel.decode() if isinstance(channel, bytes) else channel
-                for future in self._waiters.get(job_id, ()):
-                    if not future.done():
-                        future.set_result(status)
+                self._resolve(channel.decode() if isinstance(channel, bytes) else channel, status)
         except asyncio.CancelledError:
             raise
         except Exception:
-            logger.warning("lost the job notifications of queue %s", self.queue.name, exc_info=True)
-            for futures in self._waiters.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_result("")
+            self._lost()
+
+    def _resolve(self, job_id: str, status: str) -> None:
+        for future in self._waiters.get(job_id, ()):
+            if not future.done():
+                future.set_result(status)
+
+    def _lost(self) -> None:
+        logger.warning("lost the job notifications of queue %s", self.queue.name, exc_info=True)
+        for futures in self._waiters.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result("")
 
     def watch(self, job_id: str) -> asyncio.Future[str]:
         """A future resolved with the terminal status published for ``job_id``."""
@@ -129,9 +144,81 @@ class CompletionListener:
         await self._close_pubsub()
 
 
+class PostgresCompletionListener(CompletionListener):
+    """Finished-job notifications of one PostgreSQL queue (``LISTEN saq:job:<queue>``),
+    on a connection of its own (autocommit, outside the queue's pool)."""
+
+    recheck_start = PG_RECHECK_START
+    recheck_max = PG_RECHECK_MAX
+
+    def __init__(self, queue: Queue) -> None:
+        super().__init__(queue)
+        self.channel: str = queue.job_channel  # type: ignore[attr-defined]
+        self._connection: Any = None
+
+    async def start(self) -> None:
+        """Connect and ``LISTEN`` (once); the channel is live when this returns."""
+        if self.running:
+            return
+        async with self._lock:
+            if self.running:
+                return
+            await self._close_pubsub()
+            from psycopg import AsyncConnection  # extra: postgres (this queue implies it)
+            from psycopg.sql import SQL, Identifier
+
+            pool = self.queue.pool  # type: ignore[attr-defined]
+            connection = await AsyncConnection.connect(
+                pool.conninfo, **{**pool.kwargs, "autocommit": True}
+            )
+            try:
+                await connection.execute(SQL("LISTEN {}").format(Identifier(self.channel)))
+            except BaseException:
+                await connection.close()
+                raise
+            self._connection = connection
+            self._reader = asyncio.create_task(
+                self._read(connection), name=f"listen:{self.channel}"
+            )
+
+    async def _read(self, connection: Any) -> None:
+        try:
+            async for notify in connection.notifies():
+                # "<status>:<job key>" (domainjobs.brokers.pgnotify.job_payload)
+                status, _, key = notify.payload.partition(":")
+                if status in TERMINAL_VALUES:
+                    self._resolve(key, status)
+            raise ConnectionError("the notification stream ended")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._lost()
+
+    async def _close_pubsub(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+            self._reader = None
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+            self._connection = None
+
+
 def has_notifications(queue: Queue) -> bool:
-    """True for queues that publish each job's status changes (SAQ's Redis queue)."""
-    return hasattr(queue, "redis") and type(queue).notify is not Queue.notify
+    """True for queues that publish each job's status changes (SAQ's Redis queue, and
+    domainjobs' PostgreSQL queue)."""
+    if hasattr(queue, "redis"):
+        return type(queue).notify is not Queue.notify
+    return isinstance(getattr(queue, "job_channel", None), str)
+
+
+def listener_for(queue: Queue) -> CompletionListener:
+    """A (not yet started) listener for ``queue``, which ``has_notifications``."""
+    if hasattr(queue, "redis"):
+        return CompletionListener(queue)
+    return PostgresCompletionListener(queue)
 
 
 async def wait_for_job(
@@ -152,7 +239,7 @@ async def wait_for_job(
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     job_id = queue.job_id(key)
-    recheck = RECHECK_START
+    recheck = RECHECK_START if listener is None else listener.recheck_start
     poll = POLL_START
     check = check_first or future is None
     try:
@@ -174,7 +261,8 @@ async def wait_for_job(
             # asyncio.wait leaves the future alone on timeout (no shield layer needed)
             done, _ = await asyncio.wait((future,), timeout=step)
             if not done:
-                recheck = min(recheck * 2, RECHECK_MAX)  # a safety re-read, not the usual path
+                # a safety re-read, not the usual path
+                recheck = min(recheck * 2, listener.recheck_max)
                 check = True
                 continue
             # notified (or the subscription was lost): re-arm first, then read the job

@@ -27,7 +27,6 @@ from domainjobs.brokers.urls import queue_from_url
 from domainjobs.errors import ConfigError
 from domainjobs.observability import state
 from domainjobs.registry import DEFAULT_QUEUE, Registry
-from domainjobs.web.serving import bind as bind_listener
 
 logger = logging.getLogger("domainjobs")
 
@@ -108,6 +107,10 @@ def child_arguments(args: argparse.Namespace) -> list[str]:
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket for the metrics port, or a ``ConfigError`` saying why not."""
+    # start-up cost: importing domainjobs.web loads the dashboard's modules, which a worker
+    # without --metrics-port or --web never uses
+    from domainjobs.web.serving import bind as bind_listener
+
     return bind_listener(
         host, port, what="metrics", fix="pick another --metrics-port or --metrics-host"
     )

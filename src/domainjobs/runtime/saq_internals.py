@@ -113,6 +113,12 @@ PRIVATE_ATTRIBUTES: tuple[tuple[str, str, str, str], ...] = (
         "brokers.postgres",
         "wakes waiting workers after our sweep puts a job back",
     ),
+    (
+        "saq.queue.postgres.PostgresQueue",
+        "_finish",
+        "brokers.pgnotify (override)",
+        "sends the finished-job notification on the connection that wrote the final status",
+    ),
 )
 
 
