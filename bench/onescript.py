@@ -6,7 +6,8 @@ server-side scripts. Variants, each one worker in this process (concurrency 10, 
 loop), the same no-op task, jobs enqueued beforehand by a plain SAQ client:
 
 - ``saq``: ``saq.Worker`` on SAQ's own ``RedisQueue`` (the baseline);
-- ``dj``: ``domainjobs.build_worker`` on ``SweepSafeRedisQueue`` (what ships today);
+- ``dj``: ``domainjobs.build_worker`` on ``SweepSafeRedisQueue`` (what ships today: take
+  and mark active in one fenced script, ``take_active``, finish in one);
 - ``dj-quiet``: the same with the ``QuietLogs`` mixin (SAQ's "Finished" text not built);
 - ``dj-3rt``: the same worker on a prototype queue with three round trips per job:
   dequeue = one script (LMOVE + GET; BLMOVE only when the queue is empty), mark active =
@@ -140,6 +141,8 @@ return {id, new}
 
 class ThreeTrips(SweepSafeRedisQueue):
     """Dequeue, mark active, finish: one script each."""
+
+    take_active = None  # the worker then takes through ``dequeue`` (this prototype's)
 
     def _s(self, source: str) -> Any:
         return self._script(source)
