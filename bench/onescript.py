@@ -60,7 +60,6 @@ from saq.job import Job, Status  # noqa: E402
 from saq.queue.redis import RedisQueue  # noqa: E402
 from tests.servers import redis_server  # noqa: E402
 
-from domainjobs.brokers._quiet import QuietLogs  # noqa: E402
 from domainjobs.brokers.redis import SweepSafeRedisQueue  # noqa: E402
 
 # -- round-trip counter --------------------------------------------------------------------
@@ -217,7 +216,7 @@ class TwoTripsAppend(TwoTrips):
     take_script = TAKE_AND_MARK_APPEND
 
 
-class Quiet(QuietLogs, SweepSafeRedisQueue):
+class Quiet(SweepSafeRedisQueue):
     """Today's queue with the ``QuietLogs`` mixin (no log text built when not logged)."""
 
 
