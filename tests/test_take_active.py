@@ -8,6 +8,7 @@ Everything is real: a Redis server per session, plain SAQ queues and workers bes
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +18,7 @@ from saq import Worker
 from saq.job import Status
 from saq.queue.redis import RedisQueue
 
+from domainjobs import build_worker, discover
 from domainjobs.brokers.leases import FENCE
 from domainjobs.brokers.redis import SweepSafeRedisQueue
 from domainjobs.errors import LeaseLostError
@@ -154,3 +156,42 @@ async def test_an_empty_queue_falls_back_to_saqs_blocking_take(
     assert enqueued is not None
     job, marked = await ours.take_active(WORKER)
     assert marked and job is not None and job.kwargs == {"n": 2}
+
+
+TASKS = """
+from saq.queue.redis import RedisQueue
+
+seen = []
+
+async def look(ctx, **kwargs):
+    job = ctx["job"]
+    stored = await RedisQueue.job(job.queue, job.key)  # SAQ's own read, mid-run
+    seen.append((job.status, job.attempts, job.worker_id, stored.status, stored.attempts,
+                 stored.worker_id, stored.kwargs == kwargs))
+    return kwargs
+"""
+
+
+async def test_a_worker_runs_jobs_it_took_in_one_script_once_each(
+    redis_url: str, make_app: Any
+) -> None:
+    base = make_app({"app/domain/a/jobs/tasks.py": TASKS})
+    registry = discover(f"{base.name}.domain", entry_points=False)
+    queue = SweepSafeRedisQueue.from_url(redis_url, name="default")
+    worker = build_worker(registry, queue=queue, concurrency=3, burst=True)
+    await queue.connect()
+    try:
+        jobs = [await queue.enqueue("a.look", i=i, big=2**64 + i) for i in range(6)]
+        await asyncio.wait_for(worker.start(), 60)
+        module = importlib.import_module(f"{base.name}.domain.a.jobs.tasks")
+        assert len(module.seen) == 6
+        for status, attempts, worker_id, s_status, s_attempts, s_worker, same in module.seen:
+            assert (status, attempts, worker_id) == (Status.ACTIVE, 1, worker.id)
+            assert (s_status, s_attempts, s_worker, same) == (Status.ACTIVE, 1, worker.id, True)
+        for job in jobs:
+            assert job is not None
+            done = await queue.job(job.key)
+            assert done is not None and done.status == Status.COMPLETE
+            assert done.attempts == 1 and done.result == job.kwargs
+    finally:
+        await queue.disconnect()
