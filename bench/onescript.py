@@ -6,7 +6,8 @@ server-side scripts. Variants, each one worker in this process (concurrency 10, 
 loop), the same no-op task, jobs enqueued beforehand by a plain SAQ client:
 
 - ``saq``: ``saq.Worker`` on SAQ's own ``RedisQueue`` (the baseline);
-- ``dj``: ``domainjobs.build_worker`` on ``SweepSafeRedisQueue`` (what ships today);
+- ``dj``: ``domainjobs.build_worker`` on ``SweepSafeRedisQueue`` (what ships today: take
+  and mark active in one fenced script, ``take_active``, finish in one);
 - ``dj-quiet``: the same with the ``QuietLogs`` mixin (SAQ's "Finished" text not built);
 - ``dj-3rt``: the same worker on a prototype queue with three round trips per job:
   dequeue = one script (LMOVE + GET; BLMOVE only when the queue is empty), mark active =
@@ -59,7 +60,6 @@ from saq.job import Job, Status  # noqa: E402
 from saq.queue.redis import RedisQueue  # noqa: E402
 from tests.servers import redis_server  # noqa: E402
 
-from domainjobs.brokers._quiet import QuietLogs  # noqa: E402
 from domainjobs.brokers.redis import SweepSafeRedisQueue  # noqa: E402
 
 # -- round-trip counter --------------------------------------------------------------------
@@ -141,6 +141,8 @@ return {id, new}
 class ThreeTrips(SweepSafeRedisQueue):
     """Dequeue, mark active, finish: one script each."""
 
+    take_active = None  # the worker then takes through ``dequeue`` (this prototype's)
+
     def _s(self, source: str) -> Any:
         return self._script(source)
 
@@ -214,7 +216,7 @@ class TwoTripsAppend(TwoTrips):
     take_script = TAKE_AND_MARK_APPEND
 
 
-class Quiet(QuietLogs, SweepSafeRedisQueue):
+class Quiet(SweepSafeRedisQueue):
     """Today's queue with the ``QuietLogs`` mixin (no log text built when not logged)."""
 
 

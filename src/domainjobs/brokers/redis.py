@@ -35,7 +35,7 @@ from saq.utils import now
 
 from domainjobs.brokers._quiet import QuietLogs
 from domainjobs.brokers.embedded import revive
-from domainjobs.brokers.leases import LeaseHolder, job_not_held
+from domainjobs.brokers.leases import LeaseHolder, job_not_held, lease_lost
 from domainjobs.brokers.sweep import (
     LOST_AFTER,
     MAX_LOST,
@@ -114,6 +114,37 @@ local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
 if not id then return nil end
 return {id, redis.call('GET', id)}
 """
+
+# KEYS: leases, queued, active. ARGV: lease, stamp ms (the worker's clock, as SAQ stamps
+# jobs). Takes the next job and marks it active under the lease in one step: refused (0)
+# before anything moves when the lease has lapsed; nil when the queue is empty; {id} when
+# the job's key is gone (the sweep unlists it); {id, bytes} when its bytes are not a JSON
+# object (the worker marks it itself); else {id, new bytes, 1}. SAQ's bytes are kept as they
+# are: the new top-level values are appended to the object (JSON readers keep the last of a
+# repeated key), so no other value is re-encoded; cjson only reads the attempt count.
+TAKE_ACTIVE = (
+    _SERVER_NOW
+    + _LIVE
+    + """
+if not live(ARGV[1]) then return 0 end
+local id = redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT')
+if not id then return nil end
+local payload = redis.call('GET', id)
+if not payload then return {id} end
+if string.sub(payload, 1, 1) ~= '{' or string.sub(payload, -1) ~= '}' then
+  return {id, payload}
+end
+local ok, job = pcall(cjson.decode, payload)
+if not ok or type(job) ~= 'table' or next(job) == nil then return {id, payload} end
+local attempts = tonumber(job['attempts']) or 0
+local new = string.sub(payload, 1, -2) .. ', "status": "active", "started": ' .. ARGV[2]
+  .. ', "touched": ' .. ARGV[2] .. ', "attempts": ' .. string.format('%d', attempts + 1)
+  .. ', "worker_id": ' .. cjson.encode(ARGV[1]) .. '}'
+redis.call('SET', id, new)
+redis.call('PUBLISH', id, 'active')
+return {id, new, 1}
+"""
+)
 
 # The fenced writes a worker makes about a job it runs. Each returns 1 when written, 0 when
 # refused (the lease ARGV[1] has lapsed), -1 when the job is no longer the worker's.
@@ -345,6 +376,29 @@ class SweepSafeRedisQueue(LeaseHolder, QuietLogs, RedisQueue):
             if taken:  # {id} alone when the job's key is gone: the sweep unlists it
                 return self.deserialize(taken[1]) if len(taken) > 1 else None
         return await super().dequeue(timeout, poll_interval)
+
+    async def take_active(
+        self, fence: str, timeout: float = 0.0, poll_interval: float = 0.0
+    ) -> tuple[Job | None, bool]:
+        """Take the next job and mark it active under the lease ``fence`` in one round trip
+        (``TAKE_ACTIVE``); ``(job, True)`` when the job is marked already. When the queue is
+        empty (or the server has no ``LMOVE``), SAQ's blocking dequeue: ``(job, False)``,
+        and the worker marks the job itself. Raises ``LeaseLostError`` when the lease has
+        lapsed (nothing is taken then)."""
+        if fence in self.lost_leases:
+            raise lease_lost(fence)
+        if await self.version() >= (6, 2, 0):
+            taken = await self._script(TAKE_ACTIVE)(
+                keys=[self._leases, self._queued, self._active],
+                args=[fence, now()],
+                client=self.redis,
+            )
+            if taken == 0:
+                raise self.refused(fence)
+            if taken:
+                job = self.deserialize(taken[1]) if len(taken) > 1 else None
+                return job, job is not None and len(taken) > 2
+        return await RedisQueue.dequeue(self, timeout, poll_interval), False
 
     # -- fenced writes (the worker's, while ``FENCE`` is set) ----------------------------
 

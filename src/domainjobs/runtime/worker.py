@@ -263,17 +263,26 @@ class DomainWorker(Worker[Any]):
                 len(task.result()),
             )
 
-    async def _take(self) -> Job | None:
+    async def _take(self, fence: str) -> tuple[Job | None, bool]:
+        """The next job, and whether the broker marked it active under this worker's lease
+        as it handed it over (one round trip, ``take_active``)."""
+        marked = False
         try:
             await self._ensure_lease()
-            job = await self.queue.dequeue(
-                timeout=self.dequeue_timeout, poll_interval=self.poll_interval
-            )
+            take_active = getattr(self.queue, "take_active", None)
+            if take_active is not None:
+                job, marked = await take_active(
+                    fence, timeout=self.dequeue_timeout, poll_interval=self.poll_interval
+                )
+            else:
+                job = await self.queue.dequeue(
+                    timeout=self.dequeue_timeout, poll_interval=self.poll_interval
+                )
         except self.transient_errors as exc:
             await self._broker_down(exc)
-            return None
+            return None, False
         self._broker_back()
-        return job
+        return job, marked
 
     def _start_function(self, held: Held, context: dict[str, Any]) -> asyncio.Task[Any]:
         job = held.job
@@ -310,18 +319,19 @@ class DomainWorker(Worker[Any]):
         held: Held | None = None
         task_ctx: JobTaskContext | None = None
         try:
-            job = await self._take()
+            fence = self.id
+            job, marked = await self._take(fence)
             if job is None:
                 return False
             taken = job
-            fence = self.id
             FENCE.set(fence)  # this slot's context: the job's writes, and its function's
             held = Held(job, fence)
             self.held.add(held)
-            job.started = now()
-            job.attempts += 1
-            job.worker_id = fence
-            await self._land(held, "mark active", lambda: taken.update(status=Status.ACTIVE))
+            if not marked:
+                job.started = now()
+                job.attempts += 1
+                job.worker_id = fence
+                await self._land(held, "mark active", lambda: taken.update(status=Status.ACTIVE))
             if held.dropped:  # the lease lapsed while the write was on its way
                 raise lease_lost(fence)
             context = {**self.context, "job": job}
