@@ -23,6 +23,7 @@ from saq.job import Status
 from saq.queue.postgres import PostgresQueue
 
 from domainjobs.brokers.leases import FENCE
+from domainjobs.brokers.pgnotify import NotifyingPostgresQueue
 from domainjobs.brokers.postgres import SweepSafePostgresQueue
 from domainjobs.errors import LeaseLostError
 
@@ -210,3 +211,46 @@ async def test_two_leases_waiting_fall_back_to_the_worker_marking_the_job(
     assert stored is not None and stored.status == Status.ACTIVE
     if not marked:  # taken for two leases: the queue's own lease holds it until a worker marks
         assert stored.worker_id == ours.dequeuer_id and stored.attempts == 0
+
+
+async def test_a_fenced_finish_writes_and_notifies_in_one_statement_or_neither(
+    fresh_url: str,
+) -> None:
+    ours = NotifyingPostgresQueue.from_url(fresh_url, name="default")
+    await ours.connect()
+    listener = await psycopg.AsyncConnection.connect(fresh_url, autocommit=True)
+    try:
+        payloads: list[str] = []
+        listener.add_notify_handler(lambda note: payloads.append(note.payload))
+        await listener.execute(SQL("LISTEN {}").format(Identifier(ours.job_channel)))
+        await ours.hold_lease(WORKER)
+        first = await ours.enqueue("work", n=5)
+        second = await ours.enqueue("work", n=6)
+        assert first is not None and second is not None
+        taken = [await ours.take_active(WORKER) for _ in range(2)]
+        assert all(marked for _, marked in taken)
+        one, two = (job for job, _ in taken)
+        assert one is not None and two is not None
+
+        token = FENCE.set(WORKER)
+        try:
+            await one.finish(Status.COMPLETE, result=1)
+            await lapse(ours, WORKER)
+            with pytest.raises(LeaseLostError):
+                await two.finish(Status.COMPLETE, result=2)
+        finally:
+            FENCE.reset(token)
+
+        deadline = time.monotonic() + 10
+        while not payloads and time.monotonic() < deadline:
+            await listener.execute("SELECT 1")
+            await asyncio.sleep(0.02)
+        await listener.execute("SELECT pg_sleep(0.2)")  # time for a wrong second one
+        assert payloads == [f"complete:{one.key}"]
+        done = await ours.job(one.key)
+        assert done is not None and done.status == Status.COMPLETE and done.result == 1
+        refused = await ours.job(two.key)
+        assert refused is not None and refused.status == Status.ACTIVE
+    finally:
+        await listener.close()
+        await ours.disconnect()

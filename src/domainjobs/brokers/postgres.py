@@ -339,25 +339,64 @@ class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
         # No check of the stored status: SAQ's dequeue hands a job to a worker before its
         # transaction commits, so the worker's write waits for that commit and follows it.
         expire_at = kwargs.pop("expire_at", -1)
-        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
-            if not status:
-                status = await self.get_job_status(job.key, for_update=True, connection=conn)
+        if status:  # one statement, atomic on its own: no transaction around it
+            job.status = status
+            async with self.pool.connection() as conn:
+                await self._write_fenced(conn, job, fence, expire_at)
+            return
+        async with self.pool.connection() as conn, conn.transaction():
+            status = await self.get_job_status(job.key, for_update=True, connection=conn)
             job.status = status or job.status
+            await self._write_fenced(conn, job, fence, expire_at)
+
+    async def finish_fenced(
+        self, job: Job, status: Status, *, notify: tuple[str, str] | None = None
+    ) -> bool:
+        """SAQ's ``_finish`` for a worker's write under its lease, in one autocommit
+        statement: status, job, expiry and (``notify``: channel, payload) a ``pg_notify``
+        once it lands. ``False`` (nothing written) outside a fenced write or for a job whose
+        ``ttl`` deletes it; then SAQ's ``_finish`` is the way."""
+        fence = self.fence()
+        if fence is None or job.ttl < 0:
+            return False
+        job.touched = now()
+        job.status = status
+        expire_at = now_seconds() + job.ttl if job.ttl > 0 else None
+        async with self.pool.connection() as conn:
+            await self._write_fenced(conn, job, fence, expire_at, notify)
+        return True
+
+    async def _write_fenced(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        job: Job,
+        fence: str,
+        expire_at: float | None,
+        notify: tuple[str, str] | None = None,
+    ) -> None:
+        """Write ``job`` if the lease ``fence`` is live (in the database's clock); else raise
+        ``LeaseLostError`` (or ``job_not_held`` when the row is gone)."""
+        async with conn.cursor() as cursor:
             await cursor.execute(
                 SQL(
                     dedent(
                         """
-                        UPDATE {jobs} SET job = %(job)s, status = %(status)s,
-                          scheduled = %(scheduled)s {expire_at}
-                        WHERE key = %(key)s
-                          AND EXISTS (SELECT 1 FROM {leases} WHERE worker_id = %(fence)s
-                                      AND expire_at >= EXTRACT(EPOCH FROM NOW()))
+                        WITH written AS (
+                          UPDATE {jobs} SET job = %(job)s, status = %(status)s,
+                            scheduled = %(scheduled)s {expire_at}
+                          WHERE key = %(key)s
+                            AND EXISTS (SELECT 1 FROM {leases} WHERE worker_id = %(fence)s
+                                        AND expire_at >= EXTRACT(EPOCH FROM NOW()))
+                          RETURNING 1
+                        )
+                        SELECT {notify} FROM written
                         """
                     )
                 ).format(
                     jobs=self.jobs_table,
                     leases=self.leases_table,
                     expire_at=SQL(", expire_at = %(expire_at)s" if expire_at != -1 else ""),
+                    notify=SQL("pg_notify(%(channel)s, %(payload)s)" if notify else "1"),
                 ),
                 {
                     "job": self.serialize(job),
@@ -366,9 +405,11 @@ class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
                     "expire_at": expire_at,
                     "key": job.key,
                     "fence": fence,
+                    "channel": notify[0] if notify else None,
+                    "payload": notify[1] if notify else None,
                 },
             )
-            if cursor.rowcount == 1:
+            if await cursor.fetchall():
                 return
             await cursor.execute(
                 SQL(
