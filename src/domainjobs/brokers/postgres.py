@@ -238,7 +238,8 @@ class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
 
     async def _take_fenced(self, fence: str) -> list[Job]:
         """Take up to ``_waiting`` jobs and mark them active under ``fence``, in one
-        transaction of two statements; nothing when the lease of ``fence`` has lapsed."""
+        transaction of two statements (one when there is nothing to take); nothing, and
+        ``LeaseLostError``, when the lease of ``fence`` has lapsed."""
         async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
             if not self._waiting:
                 return []
@@ -246,7 +247,11 @@ class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
                 SQL(
                     dedent(
                         """
-                        WITH locked_job AS (
+                        WITH lease AS (
+                          SELECT EXISTS (SELECT 1 FROM {leases} WHERE worker_id = %(fence)s
+                                         AND expire_at >= EXTRACT(EPOCH FROM NOW())) AS live
+                        ),
+                        locked_job AS (
                           SELECT key
                           FROM {jobs}
                           WHERE status = 'queued'
@@ -260,16 +265,18 @@ class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
                                 AND queue = %(queue)s
                                 AND group_key IS NOT NULL
                             )
-                            AND EXISTS (SELECT 1 FROM {leases} WHERE worker_id = %(fence)s
-                                        AND expire_at >= EXTRACT(EPOCH FROM NOW()))
+                            AND (SELECT live FROM lease)
                           ORDER BY priority, scheduled
                           LIMIT %(limit)s
                           FOR UPDATE SKIP LOCKED
+                        ),
+                        taken AS (
+                          UPDATE {jobs} SET status = 'active'
+                          FROM locked_job
+                          WHERE {jobs}.key = locked_job.key
+                          RETURNING job
                         )
-                        UPDATE {jobs} SET status = 'active'
-                        FROM locked_job
-                        WHERE {jobs}.key = locked_job.key
-                        RETURNING job
+                        SELECT lease.live, taken.job FROM lease LEFT JOIN taken ON true
                         """
                     )
                 ).format(jobs=self.jobs_table, leases=self.leases_table),
@@ -282,21 +289,15 @@ class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
                     "fence": fence,
                 },
             )
-            rows = await cursor.fetchall()
-            if not rows:
-                await cursor.execute(
-                    SQL(
-                        "SELECT 1 FROM {leases} WHERE worker_id = %(fence)s "
-                        "AND expire_at >= EXTRACT(EPOCH FROM NOW())"
-                    ).format(leases=self.leases_table),
-                    {"fence": fence},
-                )
-                if await cursor.fetchone() is None:
-                    raise self.refused(fence)
+            rows = await cursor.fetchall()  # (lease live, job or NULL): one row at least
+            if not rows or not rows[0][0]:
+                raise self.refused(fence)
+            payloads = [row[1] for row in rows if row[1] is not None]
+            if not payloads:
                 return []
             taken = now()
             jobs = []
-            for (payload,) in rows:
+            for payload in payloads:
                 job = self.deserialize(payload, Status.ACTIVE)
                 assert job
                 job.started = job.touched = taken
