@@ -66,6 +66,13 @@ class JobStatusNotify:
     ) -> None:
         notify = SQL("SELECT pg_notify(%s, %s)")
         payload = job_payload(status.value, job.key)
+        finish_fenced = getattr(self, "finish_fenced", None)
+        if (
+            connection is None
+            and finish_fenced is not None
+            and await finish_fenced(job, status, notify=(self.job_channel, payload))
+        ):
+            return  # written and notified in one statement, under the worker's lease
         finish = super()._finish  # type: ignore[misc]
         if connection is not None:  # the caller's transaction (abort): commit is theirs
             await finish(job, status, result=result, error=error, connection=connection)

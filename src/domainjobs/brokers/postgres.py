@@ -10,6 +10,12 @@ the lease of the worker running it has lapsed, instead of waiting for the job's 
 
 A job taken by the queue but not yet picked up by a worker of the process is marked with
 the queue's own lease id, so a process that dies holding such a job loses it too.
+
+``take_active`` (what the worker calls) takes and marks jobs active in one transaction
+under the worker's own lease: one fenced statement takes them (nothing when the lease has
+lapsed), one more writes each job's ``started``, ``touched``, ``attempts`` and worker id
+(SAQ's stored JSON, written by SAQ's own serializer) and sends SAQ's ``saq:dequeue``
+notification, so the worker does not mark the job active again.
 """
 
 from __future__ import annotations
@@ -18,16 +24,17 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from textwrap import dedent
 from typing import Any
 
 import psycopg
 from psycopg.sql import SQL, Identifier
 from saq.job import Job, Status
-from saq.queue.postgres import ENQUEUE, PostgresQueue
+from saq.queue.postgres import DEQUEUE, ENQUEUE, PostgresQueue
 from saq.utils import now, now_seconds
 
-from domainjobs.brokers.leases import LeaseHolder, job_not_held
+from domainjobs.brokers.leases import LeaseHolder, job_not_held, lease_lost
 from domainjobs.brokers.sweep import (
     LOST_AFTER,
     MAX_LOST,
@@ -42,6 +49,11 @@ logger = logging.getLogger("domainjobs")
 
 LEASES_TABLE = "domainjobs_leases"
 TICKS_TABLE = "domainjobs_cron_ticks"
+
+
+def _as_bytes(payload: bytes | str) -> bytes:
+    """A serialized job as the bytes its ``BYTEA`` column stores."""
+    return payload.encode() if isinstance(payload, str) else payload
 
 
 class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
@@ -70,6 +82,8 @@ class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
         self.ticks_table = Identifier(ticks_table)
         self.dequeuer_id = f"dequeuer-{uuid.uuid4().hex}"
         self._sync: psycopg.Connection[Any] | None = None
+        self._take_fences: Counter[str] = Counter()  # waiting ``take_active`` calls by lease
+        self._marked: dict[str, str] = {}  # job key -> the lease its take marked it under
         self.on_lease_lost(self._dequeuer_lost)
 
     async def init_db(self) -> None:
@@ -172,7 +186,147 @@ class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
     async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
         """SAQ's dequeue, under this process's own lease until a worker marks the job."""
         await self.hold_lease(self.dequeuer_id)
-        return await super().dequeue(timeout, poll_interval)
+        job = await super().dequeue(timeout, poll_interval)
+        if job is not None:
+            self._marked.pop(job.key, None)
+        return job
+
+    async def take_active(
+        self, fence: str, timeout: float = 0.0, poll_interval: float = 0.0
+    ) -> tuple[Job | None, bool]:
+        """Take the next job; ``(job, True)`` when the take marked it active under the lease
+        ``fence`` already (``started``, ``attempts``, worker id written in the same
+        transaction), ``(job, False)`` when the worker must mark it itself (the job was
+        taken for other waiters too, e.g. another worker sharing this queue object). Raises
+        ``LeaseLostError`` when the lease has lapsed (nothing is taken then)."""
+        if fence in self.lost_leases:
+            raise lease_lost(fence)
+        await self.hold_lease(self.dequeuer_id)
+        self._take_fences[fence] += 1
+        try:
+            job = await PostgresQueue.dequeue(self, timeout, poll_interval)
+        finally:
+            self._take_fences[fence] -= 1
+            if not self._take_fences[fence]:
+                del self._take_fences[fence]
+        if job is None:
+            return None, False
+        marked = self._marked.pop(job.key, None) == fence
+        if marked and fence in self.lost_leases:
+            raise lease_lost(fence)  # the job stays active under the lapsed lease: swept
+        return job, marked
+
+    def _sole_fence(self) -> str | None:
+        """The lease every waiting dequeue shares, if all of them are ``take_active``."""
+        if len(self._take_fences) != 1:
+            return None
+        fence, waiting = next(iter(self._take_fences.items()))
+        return fence if waiting == self._waiting else None
+
+    async def _dequeue(self) -> None:
+        fence = self._sole_fence()
+        if fence is None:
+            await super()._dequeue()
+            return
+        if self._dequeue_lock.locked():
+            return
+        async with self._dequeue_lock:
+            jobs = await self._take_fenced(fence)
+        for job in jobs:
+            self._marked[job.key] = fence
+            self._job_queue.put_nowait(job)
+
+    async def _take_fenced(self, fence: str) -> list[Job]:
+        """Take up to ``_waiting`` jobs and mark them active under ``fence``, in one
+        transaction of two statements (one when there is nothing to take); nothing, and
+        ``LeaseLostError``, when the lease of ``fence`` has lapsed."""
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            if not self._waiting:
+                return []
+            await cursor.execute(
+                SQL(
+                    dedent(
+                        """
+                        WITH lease AS (
+                          SELECT EXISTS (SELECT 1 FROM {leases} WHERE worker_id = %(fence)s
+                                         AND expire_at >= EXTRACT(EPOCH FROM NOW())) AS live
+                        ),
+                        locked_job AS (
+                          SELECT key
+                          FROM {jobs}
+                          WHERE status = 'queued'
+                            AND queue = %(queue)s
+                            AND %(now)s >= scheduled
+                            AND priority BETWEEN %(plow)s AND %(phigh)s
+                            AND group_key NOT IN (
+                              SELECT DISTINCT group_key
+                              FROM {jobs}
+                              WHERE status = 'active'
+                                AND queue = %(queue)s
+                                AND group_key IS NOT NULL
+                            )
+                            AND (SELECT live FROM lease)
+                          ORDER BY priority, scheduled
+                          LIMIT %(limit)s
+                          FOR UPDATE SKIP LOCKED
+                        ),
+                        taken AS (
+                          UPDATE {jobs} SET status = 'active'
+                          FROM locked_job
+                          WHERE {jobs}.key = locked_job.key
+                          RETURNING job
+                        )
+                        SELECT lease.live, taken.job FROM lease LEFT JOIN taken ON true
+                        """
+                    )
+                ).format(jobs=self.jobs_table, leases=self.leases_table),
+                {
+                    "queue": self.name,
+                    "now": now_seconds(),
+                    "limit": self._waiting,
+                    "plow": self._priorities[0],
+                    "phigh": self._priorities[1],
+                    "fence": fence,
+                },
+            )
+            rows = await cursor.fetchall()  # (lease live, job or NULL): one row at least
+            if not rows or not rows[0][0]:
+                raise self.refused(fence)
+            payloads = [row[1] for row in rows if row[1] is not None]
+            if not payloads:
+                return []
+            taken = now()
+            jobs = []
+            for payload in payloads:
+                job = self.deserialize(payload, Status.ACTIVE)
+                assert job
+                job.started = job.touched = taken
+                job.attempts += 1
+                job.worker_id = fence
+                jobs.append(job)
+            await cursor.execute(
+                SQL(
+                    dedent(
+                        """
+                        WITH stamped AS (
+                          UPDATE {jobs} SET job = stamp.job
+                          FROM unnest(%(keys)s::text[], %(payloads)s::bytea[]) AS stamp(key, job)
+                          WHERE {jobs}.key = stamp.key
+                          RETURNING 1
+                        )
+                        SELECT pg_notify(%(channel)s, %(dequeue)s)
+                        WHERE EXISTS (SELECT 1 FROM stamped)
+                        """
+                    )
+                ).format(jobs=self.jobs_table),
+                {
+                    "keys": [job.key for job in jobs],
+                    "payloads": [_as_bytes(self.serialize(job)) for job in jobs],
+                    "channel": self._channel,
+                    "dequeue": DEQUEUE,
+                },
+            )
+        return jobs
 
     # -- fenced writes (the worker's, while ``FENCE`` is set) ----------------------------
 
@@ -186,25 +340,64 @@ class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
         # No check of the stored status: SAQ's dequeue hands a job to a worker before its
         # transaction commits, so the worker's write waits for that commit and follows it.
         expire_at = kwargs.pop("expire_at", -1)
-        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
-            if not status:
-                status = await self.get_job_status(job.key, for_update=True, connection=conn)
+        if status:  # one statement, atomic on its own: no transaction around it
+            job.status = status
+            async with self.pool.connection() as conn:
+                await self._write_fenced(conn, job, fence, expire_at)
+            return
+        async with self.pool.connection() as conn, conn.transaction():
+            status = await self.get_job_status(job.key, for_update=True, connection=conn)
             job.status = status or job.status
+            await self._write_fenced(conn, job, fence, expire_at)
+
+    async def finish_fenced(
+        self, job: Job, status: Status, *, notify: tuple[str, str] | None = None
+    ) -> bool:
+        """SAQ's ``_finish`` for a worker's write under its lease, in one autocommit
+        statement: status, job, expiry and (``notify``: channel, payload) a ``pg_notify``
+        once it lands. ``False`` (nothing written) outside a fenced write or for a job whose
+        ``ttl`` deletes it; then SAQ's ``_finish`` is the way."""
+        fence = self.fence()
+        if fence is None or job.ttl < 0:
+            return False
+        job.touched = now()
+        job.status = status
+        expire_at = now_seconds() + job.ttl if job.ttl > 0 else None
+        async with self.pool.connection() as conn:
+            await self._write_fenced(conn, job, fence, expire_at, notify)
+        return True
+
+    async def _write_fenced(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        job: Job,
+        fence: str,
+        expire_at: float | None,
+        notify: tuple[str, str] | None = None,
+    ) -> None:
+        """Write ``job`` if the lease ``fence`` is live (in the database's clock); else raise
+        ``LeaseLostError`` (or ``job_not_held`` when the row is gone)."""
+        async with conn.cursor() as cursor:
             await cursor.execute(
                 SQL(
                     dedent(
                         """
-                        UPDATE {jobs} SET job = %(job)s, status = %(status)s,
-                          scheduled = %(scheduled)s {expire_at}
-                        WHERE key = %(key)s
-                          AND EXISTS (SELECT 1 FROM {leases} WHERE worker_id = %(fence)s
-                                      AND expire_at >= EXTRACT(EPOCH FROM NOW()))
+                        WITH written AS (
+                          UPDATE {jobs} SET job = %(job)s, status = %(status)s,
+                            scheduled = %(scheduled)s {expire_at}
+                          WHERE key = %(key)s
+                            AND EXISTS (SELECT 1 FROM {leases} WHERE worker_id = %(fence)s
+                                        AND expire_at >= EXTRACT(EPOCH FROM NOW()))
+                          RETURNING 1
+                        )
+                        SELECT {notify} FROM written
                         """
                     )
                 ).format(
                     jobs=self.jobs_table,
                     leases=self.leases_table,
                     expire_at=SQL(", expire_at = %(expire_at)s" if expire_at != -1 else ""),
+                    notify=SQL("pg_notify(%(channel)s, %(payload)s)" if notify else "1"),
                 ),
                 {
                     "job": self.serialize(job),
@@ -213,9 +406,11 @@ class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
                     "expire_at": expire_at,
                     "key": job.key,
                     "fence": fence,
+                    "channel": notify[0] if notify else None,
+                    "payload": notify[1] if notify else None,
                 },
             )
-            if cursor.rowcount == 1:
+            if await cursor.fetchall():
                 return
             await cursor.execute(
                 SQL(
