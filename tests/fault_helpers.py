@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import redis
 from saq.queue import Queue
 
 from tests.servers import free_port, redis_server_binary, wait_for
-from tests.sweep_helpers import ROOT, worker_env
+from tests.sweep_helpers import ROOT, stop, worker_env
 
 TASKS = """
     import asyncio
@@ -158,17 +157,7 @@ def log_of(proc: subprocess.Popen[bytes]) -> str:
 
 def stop_all(processes: Sequence[subprocess.Popen[bytes]], timeout: float = 40) -> list[int]:
     """SIGTERM every process still running; SIGKILL what is left after ``timeout``."""
-    for proc in processes:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    codes = []
-    for proc in processes:
-        try:
-            codes.append(proc.wait(timeout))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            codes.append(proc.wait())
-    return codes
+    return stop(processes, timeout)
 
 
 class Counts:

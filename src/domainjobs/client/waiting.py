@@ -128,12 +128,15 @@ class CompletionListener:
             if not futures:
                 del self._waiters[job_id]
 
-    async def _close_pubsub(self) -> None:
+    async def _stop_reader(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
             self._reader = None
+
+    async def _close_pubsub(self) -> None:
+        await self._stop_reader()
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()
@@ -195,11 +198,7 @@ class PostgresCompletionListener(CompletionListener):
             self._lost()
 
     async def _close_pubsub(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-            self._reader = None
+        await self._stop_reader()
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await self._connection.close()
