@@ -24,6 +24,7 @@ from typing import Any
 import redis
 from saq.queue import Queue
 
+from domainjobs.brokers.urls import queue_from_url
 from tests.servers import free_port, redis_server_binary, wait_for
 from tests.sweep_helpers import ROOT, stop, worker_env
 
@@ -215,6 +216,21 @@ async def statuses_of(queue: Queue, keys: Sequence[str]) -> Counter[str]:
         for job in await queue.jobs(keys[start : start + 500]):
             counts[job.status.value if job is not None else "missing"] += 1
     return counts
+
+
+def read_statuses(url: str, keys: Sequence[str]) -> Callable[[], Counter[str]]:
+    """A function that reads the statuses of ``keys`` on the ``default`` queue at ``url``
+    (for ``wait_all_done``), each call on a connection of its own."""
+
+    async def read() -> Counter[str]:
+        queue = queue_from_url(url, "default")
+        await queue.connect()
+        try:
+            return await statuses_of(queue, keys)
+        finally:
+            await queue.disconnect()
+
+    return lambda: asyncio.run(read())
 
 
 async def enqueue_many(queue: Queue, name: str, n: int, **kwargs: Any) -> list[str]:

@@ -28,9 +28,9 @@ from tests.fault_helpers import (
     enqueue_many,
     fault_app,
     log_of,
+    read_statuses,
     restartable_redis,
     start_worker,
-    statuses_of,
     stop_all,
     summary,
     wait_all_done,
@@ -44,18 +44,6 @@ OUTAGE = 3.0
 @pytest.fixture
 def app(make_app: Callable[..., Path]) -> tuple[str, str]:
     return fault_app(make_app)
-
-
-def _read_statuses(url: str, keys: list[str]) -> Callable[[], Any]:
-    async def read() -> Any:
-        queue = queue_from_url(url, "default")
-        await queue.connect()
-        try:
-            return await statuses_of(queue, keys)
-        finally:
-            await queue.disconnect()
-
-    return lambda: asyncio.run(read())
 
 
 async def _enqueue(url: str, name: str, n: int, **kwargs: Any) -> list[str]:
@@ -93,7 +81,7 @@ def test_redis_killed_and_restarted_on_the_same_port_under_load(
             time.sleep(OUTAGE)
             server.start()
             restarted = time.monotonic()
-            statuses = wait_all_done(_read_statuses(server.url, keys), len(keys), timeout=120)
+            statuses = wait_all_done(read_statuses(server.url, keys), len(keys), timeout=120)
             took = time.monotonic() - restarted
             client = redis.Redis.from_url(server.url)
             active = client.llen("saq:default:active")
@@ -160,7 +148,7 @@ def test_postgres_crash_and_restart_under_load(fresh_redis_url: str, app: tuple[
         wait_for(lambda: time.monotonic() - restarted > 5, timeout=10, what="load after")
         producing.clear()
         producer.join(60)
-        statuses = wait_all_done(_read_statuses(pg.url, keys), len(keys), timeout=120)
+        statuses = wait_all_done(read_statuses(pg.url, keys), len(keys), timeout=120)
         figures = summary(statuses, counts.runs(keys), counts.done(keys))
         print(f"PostgreSQL stop -m immediate + start: {figures}")
         assert figures["lost"] == 0, figures
@@ -211,7 +199,7 @@ def test_embedded_broker_killed_under_load_is_started_again_by_a_worker(
             timeout=60,
             what="a worker to start the broker again",
         )
-        statuses = wait_all_done(_read_statuses(paths.url(), keys), len(keys), timeout=120)
+        statuses = wait_all_done(read_statuses(paths.url(), keys), len(keys), timeout=120)
         figures = summary(statuses, counts.runs(keys), counts.done(keys))
         print(f"embedded broker kill -9: {figures}")
         assert figures["lost"] == 0, figures

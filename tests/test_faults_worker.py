@@ -21,8 +21,8 @@ from tests.fault_helpers import (
     enqueue_many,
     fault_app,
     log_of,
+    read_statuses,
     start_worker,
-    statuses_of,
     stop_all,
     summary,
     wait_all_done,
@@ -42,18 +42,6 @@ async def _enqueue(url: str, name: str, n: int, **kwargs: object) -> list[str]:
         return await enqueue_many(queue, name, n, **kwargs)
     finally:
         await queue.disconnect()
-
-
-def _statuses(url: str, keys: list[str]) -> Callable[[], object]:
-    async def read() -> object:
-        queue = queue_from_url(url, "default")
-        await queue.connect()
-        try:
-            return await statuses_of(queue, keys)
-        finally:
-            await queue.disconnect()
-
-    return lambda: asyncio.run(read())  # type: ignore[arg-type, return-value]
 
 
 async def _job(url: str, key: str) -> object:
@@ -81,7 +69,7 @@ def test_sys_exit_and_keyboard_interrupt_in_a_task_fail_that_job_only(
             return job is not None and job.status in ("failed", "complete")  # type: ignore[attr-defined]
 
         wait_for(lambda: terminal(exiting) and terminal(interrupted), timeout=60, what="failures")
-        wait_all_done(_statuses(redis_url, others), len(others), timeout=60)  # type: ignore[arg-type]
+        wait_all_done(read_statuses(redis_url, others), len(others), timeout=60)
         job = asyncio.run(_job(redis_url, exiting))
         assert job.status == "failed" and job.attempts == 2, job  # type: ignore[attr-defined]
         assert "SystemExit(3)" in job.error  # type: ignore[attr-defined]
@@ -112,9 +100,9 @@ def test_a_blocked_event_loop_duplicates_no_job_and_is_reported(
         [blocker] = asyncio.run(_enqueue(redis_url, "faults.block", 1, seconds=15, timeout=120))
         wait_for(lambda: counts.runs([blocker]) == [1], timeout=60, what="the blocker to start")
         keys = asyncio.run(_enqueue(redis_url, "faults.touch", 300, work_ms=50))
-        statuses = wait_all_done(_statuses(redis_url, keys), len(keys), timeout=120)  # type: ignore[arg-type]
+        statuses = wait_all_done(read_statuses(redis_url, keys), len(keys), timeout=120)
         wait_for(lambda: counts.done([blocker]) == [1], timeout=60, what="the blocker to end")
-        wait_all_done(_statuses(redis_url, [blocker]), 1, timeout=30)  # type: ignore[arg-type]
+        wait_all_done(read_statuses(redis_url, [blocker]), 1, timeout=30)
         # a sweep of the other process has run several times meanwhile
         time.sleep(LOST_AFTER + 2 * SWEEP_PERIOD)
         runs, done = counts.runs(keys), counts.done(keys)
@@ -160,7 +148,7 @@ def test_sigterm_with_thread_jobs_honours_the_grace_and_requeues_none_while_they
         print(f"SIGTERM with thread jobs: exit {code} after {took:.1f}s (grace {grace:g}s)")
         assert code == 0, log_of(first)
         assert took <= grace + 2 + 3, f"exited {took:.1f}s after SIGTERM"  # + slack for CI
-        statuses = wait_all_done(_statuses(redis_url, keys), len(keys), timeout=120)  # type: ignore[arg-type]
+        statuses = wait_all_done(read_statuses(redis_url, keys), len(keys), timeout=120)
         runs, done = counts.runs(keys), counts.done(keys)
         print("SIGTERM with thread jobs:", summary(statuses, runs, done))
         assert done == [1] * 6, summary(statuses, runs, done)  # each body completed once

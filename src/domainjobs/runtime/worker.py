@@ -336,7 +336,8 @@ class DomainWorker(Worker[Any]):
                 raise lease_lost(fence)
             context = {**self.context, "job": job}
             await self._before_process(context)
-            saq_logger.info("Processing %s", job.info(saq_logger.isEnabledFor(logging.DEBUG)))
+            if saq_logger.isEnabledFor(logging.INFO):  # no log text nobody reads, per job
+                saq_logger.info("Processing %s", job.info(saq_logger.isEnabledFor(logging.DEBUG)))
             task = self._start_function(held, context)
             task_ctx = JobTaskContext(task=task, aborted=None)
             self.job_task_contexts[job] = task_ctx
