@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,6 +164,32 @@ def test_processes_starting_together_share_one_server(project):
     assert len({r["url"] for r in results}) == 1
     assert len({r["pid"] for r in results}) == 1
     assert sum(r["started"] for r in results) == 1, results
+
+
+def test_workers_creating_the_broker_folder_at_once_all_succeed(tmp_path):
+    # Two workers of one project start together: each makes the data folder and the broker
+    # folder inside it; neither may fail because the other made a folder first.
+    from domainjobs.brokers.embedded import _prepare_folder
+
+    failures: list[BaseException] = []
+    for round_ in range(30):
+        paths = BrokerPaths(folder=tmp_path / f"round{round_}" / ".domainjobs" / "broker")
+        barrier = threading.Barrier(8)
+
+        def prepare(paths: BrokerPaths = paths, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                _prepare_folder(paths)
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=prepare) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert paths.folder.is_dir()
+    assert failures == []
 
 
 def test_two_projects_never_share_a_server(project, tmp_path):

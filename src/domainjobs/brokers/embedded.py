@@ -264,8 +264,8 @@ def read_pid(paths: BrokerPaths) -> int | None:
 
 def _prepare_folder(paths: BrokerPaths) -> None:
     try:
-        if not paths.folder.parent.exists():
-            paths.folder.parent.mkdir(mode=0o700, parents=True)
+        # Several workers may start at once: every step tolerates a folder another one made.
+        paths.folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         paths.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(paths.folder, 0o700)
     except OSError as exc:
