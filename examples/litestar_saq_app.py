@@ -3,7 +3,7 @@
     cd examples/shop
     export DOMAINJOBS_URL=redis://localhost:6379
     litestar --app-dir .. --app litestar_saq_app:app workers run     # litestar-saq's workers
-    litestar --app-dir .. --app litestar_saq_app:app run             # the app (+ SAQ web UI at /saq)
+    litestar --app-dir .. --app litestar_saq_app:app run             # the app, SAQ UI at /saq
 
 Tasks are registered under their public names (``billing.charge``), so the domainjobs
 facade, ``python -m domainjobs enqueue`` and litestar-saq's queues all agree.

@@ -180,7 +180,7 @@ def test_workers_creating_the_broker_folder_at_once_all_succeed(tmp_path):
             barrier.wait()
             try:
                 _prepare_folder(paths)
-            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            except BaseException as exc:  # collected and asserted below
                 failures.append(exc)
 
         threads = [threading.Thread(target=prepare) for _ in range(8)]
