@@ -175,3 +175,39 @@ async def test_broker_stop_sticks_while_a_worker_runs_until_a_start_on_purpose(
         stop_everything(paths.folder)
         for name in [m for m in sys.modules if m.split(".")[0] == package]:
             del sys.modules[name]
+
+
+@pytest.mark.timeout(300)  # real processes and a crash on a loaded box
+def test_a_crashed_broker_is_started_again_by_a_worker_process_of_processes_2(project, tmp_path):
+    paths = paths_for(project)
+    log = tmp_path / "run.log"
+    env = {k: v for k, v in os.environ.items() if k != "DOMAINJOBS_URL"}
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "domainjobs", "run", "--processes", "2"], cwd=project,
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(
+            lambda: log.read_text().count("serving queue(s)") == 2,
+            timeout=120,
+            what="both worker processes to serve",
+        )
+        old_pid = read_pid(paths)
+        assert old_pid is not None
+        os.kill(old_pid, signal.SIGKILL)
+        wait_for(
+            lambda: "was gone: started it again" in log.read_text(),
+            timeout=120,
+            what="a worker process to start the killed broker again",
+        )
+        assert read_pid(paths) != old_pid and ping(paths.socket) == "ok"
+        sent = run_cli("enqueue", "clock.stamp", "--kwargs", '{"n": 5}', cwd=project)
+        assert sent.returncode == 0 and NOTICE not in sent.stderr, sent.stderr
+        wait_for(lambda: stamps(tmp_path) == [5], timeout=120, what="the job to run")
+        assert log.read_text().count("was gone: started it again") == 1
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(90) == 0, log.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()

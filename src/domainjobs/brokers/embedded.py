@@ -477,6 +477,17 @@ def revive(socket_path: str, timeout: float = 30.0) -> bool:
     return broker.started
 
 
+def adopt(url: str, settings: Settings) -> None:
+    """Treat ``url`` as the project's embedded broker when it is one (a worker process of
+    ``run --processes N`` is handed the URL its supervisor resolved): ``revive`` then starts
+    it again after a crash, as in a single worker process."""
+    if sys.platform == "win32" or not url.startswith("unix://"):
+        return
+    paths = BrokerPaths.for_settings(settings)
+    if url == paths.url():
+        _in_use[str(paths.client_socket())] = paths
+
+
 def embedded_url(settings: Settings) -> str:
     """The URL of the project's embedded broker, started if needed (``resolve_url`` calls
     this when no URL is configured). Says so once per process, with how to change it."""

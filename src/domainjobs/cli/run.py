@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from domainjobs.brokers import embedded
 from domainjobs.brokers.urls import redact, resolve_url
 from domainjobs.cli.common import Subparsers, add_command, load, validate_settings
 from domainjobs.config import ENV_PREFIX, FIELDS, Settings, cron_timezone
@@ -169,6 +170,8 @@ def handle(args: argparse.Namespace) -> int:
     registry = discover_configured(settings)
     validate_settings(settings, registry)
     url = resolve_url(None, settings)
+    if args.supervised_by is not None:
+        embedded.adopt(url, settings)  # a crashed embedded broker is started again here too
     args.cron_tz = settings.cron_tz  # the dashboard's schedules page shows times in it
     if args.web_only:
         args.web = True
