@@ -88,7 +88,7 @@ def _stop_and_watch(folder: Path, log: Path, stops: int) -> None:
     paths = paths_for(folder)
     before = log.read_text().count("out of reach")
     stopped = run_cli("broker", "stop", cwd=folder)
-    assert stopped.returncode == 0 and "stopped" in stopped.stderr, stopped.stderr
+    assert stopped.returncode == 0 and f"{paths.folder} stopped;" in stopped.stderr, stopped.stderr
     assert paths.stopped_mark.exists()
     deadline = time.monotonic() + 120
     while True:
