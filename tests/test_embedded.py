@@ -27,8 +27,10 @@ from domainjobs.brokers.embedded import (
     find_server_binary,
     ping,
     read_pid,
+    revive,
     server_alive,
     stop_broker,
+    stopped_on_purpose,
 )
 from domainjobs.brokers.urls import resolve_url
 from domainjobs.config import load_settings
@@ -248,6 +250,43 @@ def test_jobs_survive_broker_stop_and_start(project, tmp_path):
     result = run_cli("run", "--burst", cwd=project)
     assert result.returncode == 0, result.stderr
     assert stamps(tmp_path) == [4]
+
+
+def test_a_stop_on_purpose_is_kept_and_a_crash_is_not(project, caplog):
+    settings = settings_for(project)
+    paths = paths_for(project)
+    url = resolve_url(None, settings)  # this process now uses it (as a worker would)
+    client_socket = url[len("unix://") :]
+
+    def crash() -> None:
+        pid = read_pid(paths)
+        assert pid
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not server_alive(paths), what="the server to die")
+
+    # a crash, then `broker stop` while it is down: the stop is still recorded
+    crash()
+    assert stop_broker(paths) is False
+    assert stopped_on_purpose(paths) is not None
+    with caplog.at_level("WARNING", logger="domainjobs"):
+        assert revive(client_socket) is False
+        assert revive(client_socket) is False
+    assert not server_alive(paths)
+    said = [r.getMessage() for r in caplog.records if "broker stop" in r.getMessage()]
+    assert len(said) == 1, said  # once per stop, however often the worker tries
+    assert "python -m domainjobs broker start" in said[0] and str(paths.folder) in said[0]
+    # a start on purpose ends the stop: a crash after it is started again
+    assert resolve_url(None, settings) == url and ping(paths.socket) == "ok"
+    assert stopped_on_purpose(paths) is None
+    crash()
+    assert revive(client_socket) is True
+    assert ping(paths.socket) == "ok"
+    # a second stop is said again
+    assert stop_broker(paths) is True
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="domainjobs"):
+        assert revive(client_socket) is False
+    assert sum("broker stop" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_garbage_left_in_the_broker_folder_is_cleaned_up(project):

@@ -431,3 +431,124 @@ async def test_the_metrics_port_answers_plain_http(registry):
     finally:
         stop.set()
         await asyncio.wait_for(serving, 10)
+
+
+def distinct_ports(count: int) -> list[int]:
+    """``count`` different free ports (``free_port`` twice may give the same one)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_the_metrics_port_setting_from_pyproject_and_the_environment_the_flag_wins(
+    make_app, redis_url
+):
+    app = work_app(make_app)
+    from_file, from_env, from_flag = distinct_ports(3)
+    (app.parent / "pyproject.toml").write_text(f"[tool.domainjobs]\nmetrics_port = {from_file}\n")
+    # pyproject.toml alone
+    enqueue(redis_url, "work.noop", 3)
+    with Running([], app, redis_url) as run:
+        run.wait_log(f"metrics on http://127.0.0.1:{from_file}/metrics", timeout=90)
+        page = scrape_until(from_file, lambda p: finished(p, "work.noop") == 3, "3 jobs")
+        assert value(page, "domainjobs_queue_jobs", queue="default", status="queued") == 0
+        run.signal(signal.SIGTERM)
+        assert run.wait(90) == 0, run.log
+    # the environment beats pyproject.toml; with --processes 2 only the supervisor serves
+    # it (the children get every setting in their environment, and must not bind it too)
+    env = {"DOMAINJOBS_METRICS_PORT": str(from_env)}
+    with Running(["--processes", "2"], app, redis_url, env=env) as run:
+        run.wait_log("started (pid", count=2, timeout=90)
+        run.wait_log(f"metrics on http://127.0.0.1:{from_env}/metrics", timeout=90)
+        enqueue(redis_url, "work.noop", 4)
+        page = scrape_until(from_env, lambda p: finished(p, "work.noop") == 4, "4 jobs")
+        assert not listening(from_file)
+        run.signal(signal.SIGTERM)
+        assert run.wait(90) == 0, run.log
+    assert run.log.count("metrics on http://") == 1, run.log
+    assert "cannot serve metrics" not in run.log and "restart" not in run.log, run.log
+    # the flag beats both
+    with Running(["--metrics-port", str(from_flag)], app, redis_url, env=env) as run:
+        run.wait_log(f"metrics on http://127.0.0.1:{from_flag}/metrics", timeout=90)
+        scrape(from_flag)
+        assert not listening(from_env) and not listening(from_file)
+        run.signal(signal.SIGTERM)
+        assert run.wait(90) == 0, run.log
+
+
+def test_web_only_serves_the_metrics_port_too(make_app, redis_url):
+    app = work_app(make_app)
+    web_port, metrics_port = distinct_ports(2)
+    enqueue(redis_url, "work.noop", 4)  # no worker runs: they stay queued
+    args = ["--web-only", "--port", str(web_port), "--metrics-port", str(metrics_port)]
+    with Running(args, app, redis_url) as run:
+        run.wait_log(f"metrics on http://127.0.0.1:{metrics_port}/metrics", timeout=90)
+        run.wait_log("web UI on", timeout=90)
+        page = scrape(metrics_port)
+        assert value(page, "domainjobs_queue_jobs", queue="default", status="queued") == 4
+        assert value(page, "domainjobs_queue_workers", queue="default") == 0
+        assert value(page, "domainjobs_queue_up", queue="default") == 1
+        assert httpx.get(f"http://127.0.0.1:{web_port}/", timeout=10).status_code == 200
+        run.signal(signal.SIGTERM)
+        assert run.wait(90) == 0, run.log
+    assert not listening(metrics_port)
+    assert "job work.noop" not in run.log  # --web-only runs no job
+
+
+def test_a_bad_metrics_port_setting_is_one_sentence_from_check_and_run(make_app):
+    app = make_app({"app/domain/pay/jobs/tasks.py": PAY_TASKS})
+    where = ["--roots", f"{app.name}.domain", "--app-dir", str(app.parent)]
+    for bad in ("x", "70000", "-1"):
+        env = {"DOMAINJOBS_METRICS_PORT": bad}
+        for command in ("check", "run"):
+            result = run_cli(command, *where, "--url", "redis://127.0.0.1:1/0", env=env)
+            assert result.returncode == 2, result.stderr
+            assert result.stderr.strip() == (
+                "error: environment variable DOMAINJOBS_METRICS_PORT: metrics_port must be "
+                f"a port number 0-65535, got {bad!r}"
+            ), result.stderr
+    (app.parent / "pyproject.toml").write_text('[tool.domainjobs]\nmetrics_port = "lots"\n')
+    result = run_cli("check", *where)
+    assert result.returncode == 2
+    assert "[tool.domainjobs]: metrics_port must be a port number 0-65535, got 'lots'" in (
+        result.stderr
+    )
+    # a good one passes check, which never binds it (even when it is taken right now)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        (app.parent / "pyproject.toml").write_text(f"[tool.domainjobs]\nmetrics_port = {port}\n")
+        result = run_cli("check", *where)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_metrics_port_without_the_extra_is_refused_by_check_and_run(make_app):
+    app = make_app({"app/domain/pay/jobs/tasks.py": PAY_TASKS})
+    (app.parent / "pyproject.toml").write_text("[tool.domainjobs]\nmetrics_port = 9500\n")
+    where = ["--roots", f"{app.name}.domain", "--app-dir", str(app.parent)]
+    for command in ("check", "run"):
+        hide = (  # as if the 'metrics' extra were not installed
+            "import sys; sys.modules['prometheus_client'] = None; "
+            f"from domainjobs.cli import main; sys.exit(main({[command, *where]!r}))"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", hide],
+            env={**os.environ, "DOMAINJOBS_URL": "redis://127.0.0.1:1/0"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "metrics_port in [tool.domainjobs]) needs the 'metrics' extra" in result.stderr
+        assert "pip install 'domainjobs[metrics]'" in result.stderr
+        assert "Traceback" not in result.stderr

@@ -42,6 +42,7 @@ class Settings:
     entry_points: bool = True
     connect_timeout: int = 30  # seconds run waits for an unreachable broker (brokers.py)
     embedded: bool = True  # no URL: start/attach the embedded broker (embedded.py)
+    metrics_port: int | None = None  # run serves /metrics there (observability/cli.py)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied."""
@@ -50,11 +51,26 @@ class Settings:
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
+#: Settings that are TCP port numbers (0: any free port, as with ``--metrics-port 0``).
+PORT_FIELDS = frozenset({"metrics_port"})
+
+
+def _port_number(value: Any) -> int:
+    """A TCP port number from TOML (an integer) or the environment (digits)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(value)
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError(value)
+    return number
+
 
 def _coerce(name: str, value: Any, source: str) -> Any:
     default = FIELDS[name].default
     kind = type(default)
     try:
+        if name in PORT_FIELDS:
+            return _port_number(value)
         if isinstance(default, tuple):
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(item).strip() for item in items if str(item).strip())
@@ -79,6 +95,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         expected = {tuple: "a list or comma-separated string", bool: "true or false"}.get(
             kind, "a positive whole number" if kind is int else "a string"
         )
+        if name in PORT_FIELDS:
+            expected = "a port number 0-65535"
         raise ConfigError(f"{source}: {name} must be {expected}, got {value!r}") from None
 
 

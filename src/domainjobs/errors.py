@@ -115,6 +115,20 @@ class EmbeddedBrokerError(DomainJobsError):
     """The embedded server could not be started, reached or stopped."""
 
 
+class EmbeddedBrokerStoppedError(EmbeddedBrokerError):
+    """The embedded server was stopped on purpose (``broker stop``), so a worker that finds
+    it gone does not start it again. ``marker`` is the stop's record (when, by which pid)."""
+
+    def __init__(self, folder: str, marker: str) -> None:
+        self.folder = folder
+        self.marker = marker
+        super().__init__(
+            f"the embedded broker in {folder} was stopped with `python -m domainjobs broker "
+            "stop`, so this worker does not start it again and waits for it: start it with "
+            "`python -m domainjobs broker start`, or restart the worker"
+        )
+
+
 class BrokerUnreachableError(DomainJobsError):
     """The broker did not answer within the configured ``connect_timeout``."""
 

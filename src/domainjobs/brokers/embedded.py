@@ -21,6 +21,11 @@ How it is kept safe and shared:
   survives either: append-only file, ``appendfsync everysec`` (every acknowledged write is
   in the file before the client hears back; only a crash of the machine itself can lose
   the last second).
+- A worker whose server is gone starts it again (``revive``): a crash or ``kill -9`` costs
+  no more than the reconnect. A stop on purpose sticks: ``broker stop`` leaves a
+  ``stopped`` file (written under ``start.lock``, before the server is asked to shut down),
+  which ``revive`` honours; every start on purpose (``run``, ``enqueue``, ``Jobs()``,
+  ``broker start``) removes it.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +53,7 @@ from domainjobs.config import Settings, find_pyproject
 from domainjobs.errors import (
     ConfigError,
     EmbeddedBrokerError,
+    EmbeddedBrokerStoppedError,
 )
 
 if sys.platform != "win32":
@@ -60,6 +67,7 @@ PID_NAME = "valkey.pid"
 LOG_NAME = "valkey.log"
 START_LOCK = "start.lock"
 SERVER_LOCK = "server.lock"
+STOPPED_MARK = "stopped"
 
 #: Longest socket path we hand to a client (``sun_path`` is 104 bytes on macOS, 108 on Linux).
 MAX_SOCKET_PATH = 100
@@ -141,6 +149,11 @@ class BrokerPaths:
     def logfile(self) -> Path:
         """The server's log."""
         return self.folder / LOG_NAME
+
+    @property
+    def stopped_mark(self) -> Path:
+        """Left by ``broker stop``: workers do not start this server again."""
+        return self.folder / STOPPED_MARK
 
     def client_socket(self) -> Path:
         """The socket path to connect to: the socket itself, or a short symlink to it in a
@@ -262,6 +275,36 @@ def read_pid(paths: BrokerPaths) -> int | None:
         return None
 
 
+def stopped_on_purpose(paths: BrokerPaths) -> str | None:
+    """What ``broker stop`` recorded (when, by which pid) if the server was stopped on
+    purpose and not started on purpose since; ``None`` otherwise."""
+    try:
+        return paths.stopped_mark.read_text(errors="replace").strip() or STOPPED_MARK
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return STOPPED_MARK if paths.stopped_mark.exists() else None
+
+
+def _mark_stopped(paths: BrokerPaths) -> None:
+    """Record a stop on purpose (atomically: a reader sees the old record or the new one)."""
+    record = f"stopped with `broker stop` at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}"
+    record += f" by pid {os.getpid()} ({time.time_ns()})\n"
+    temporary = paths.folder / f"{STOPPED_MARK}.{os.getpid()}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, record.encode())
+    finally:
+        os.close(fd)
+    temporary.replace(paths.stopped_mark)
+
+
+def _clear_stopped(paths: BrokerPaths) -> None:
+    """A start on purpose: workers may start the server again after a crash."""
+    with contextlib.suppress(FileNotFoundError):
+        paths.stopped_mark.unlink()
+
+
 def _prepare_folder(paths: BrokerPaths) -> None:
     try:
         # Several workers may start at once: every step tolerates a folder another one made.
@@ -365,17 +408,34 @@ def no_server_error() -> ConfigError:
     )
 
 
-def ensure_broker(paths: BrokerPaths, timeout: float = 30.0) -> EmbeddedBroker:
+def ensure_broker(
+    paths: BrokerPaths, timeout: float = 30.0, *, deliberate: bool = True
+) -> EmbeddedBroker:
     """Attach to this folder's running server, or start it; safe to call from any number
-    of processes at once (they all end up on one server)."""
+    of processes at once (they all end up on one server).
+
+    ``deliberate`` (``run``, ``enqueue``, ``Jobs()``, ``broker start``) ends a ``broker
+    stop``: a worker may start the server again after a crash. ``deliberate=False`` (a
+    worker that found the server gone) raises ``EmbeddedBrokerStoppedError`` instead of
+    starting a server stopped with ``broker stop``."""
     if ping(paths.client_socket()) == "ok":
+        if deliberate:
+            _clear_stopped(paths)
         return EmbeddedBroker(paths, paths.url(), started=False)
     binary = find_server_binary()
     _prepare_folder(paths)
     with _locked(paths.folder / START_LOCK, timeout):
         if server_alive(paths):
             _wait_until_up(paths, timeout)  # started by another process, or loading its data
+            if deliberate:
+                _clear_stopped(paths)
             return EmbeddedBroker(paths, paths.url(), started=False)
+        if deliberate:
+            _clear_stopped(paths)
+        else:
+            marker = stopped_on_purpose(paths)
+            if marker is not None:
+                raise EmbeddedBrokerStoppedError(str(paths.folder), marker)
         if binary is None:
             raise no_server_error()
         _spawn(binary, paths, timeout)
@@ -387,19 +447,45 @@ def ensure_broker(paths: BrokerPaths, timeout: float = 30.0) -> EmbeddedBroker:
 _announced: set[Path] = set()
 #: The embedded brokers this process uses, by the socket path its clients connect to.
 _in_use: dict[str, BrokerPaths] = {}
+#: Per broker folder, the ``broker stop`` record this process has logged (once per stop).
+_told_stopped: dict[Path, str] = {}
+_told_lock = threading.Lock()
 
 
 def revive(socket_path: str, timeout: float = 30.0) -> bool:
     """If ``socket_path`` is an embedded broker this process uses and its server is gone,
     start it again (its append-only file brings the jobs back); return whether this call
-    started it. Any number of processes may call this at once: one starts the server."""
+    started it. Any number of processes may call this at once: one starts the server.
+
+    A server stopped with ``broker stop`` is left stopped: this logs one line per stop
+    saying so and how to start it, and returns False (the worker waits as for any broker
+    out of reach)."""
     paths = _in_use.get(socket_path)
     if paths is None or ping(paths.client_socket()) == "ok":
         return False
-    broker = ensure_broker(paths, timeout=timeout)
+    try:
+        broker = ensure_broker(paths, timeout=timeout, deliberate=False)
+    except EmbeddedBrokerStoppedError as stopped:
+        with _told_lock:
+            told = _told_stopped.get(paths.folder) == stopped.marker
+            _told_stopped[paths.folder] = stopped.marker
+        if not told:
+            logger.warning("%s", stopped)
+        return False
     if broker.started:
         logger.warning("the embedded broker in %s was gone: started it again", paths.folder)
     return broker.started
+
+
+def adopt(url: str, settings: Settings) -> None:
+    """Treat ``url`` as the project's embedded broker when it is one (a worker process of
+    ``run --processes N`` is handed the URL its supervisor resolved): ``revive`` then starts
+    it again after a crash, as in a single worker process."""
+    if sys.platform == "win32" or not url.startswith("unix://"):
+        return
+    paths = BrokerPaths.for_settings(settings)
+    if url == paths.url():
+        _in_use[str(paths.client_socket())] = paths
 
 
 def embedded_url(settings: Settings) -> str:
@@ -498,9 +584,17 @@ def broker_status(paths: BrokerPaths) -> BrokerStatus:
 
 
 def stop_broker(paths: BrokerPaths, timeout: float = 30.0) -> bool:
-    """Stop this folder's server (its data is flushed to disk first). Returns False when
-    none was running; raises ``EmbeddedBrokerError`` when it would not stop."""
-    if not (paths.folder.is_dir() and server_alive(paths)):
+    """Stop this folder's server (its data is flushed to disk first) and leave it stopped:
+    running workers do not start it again until a start on purpose (``ensure_broker``).
+    Returns False when none was running; raises ``EmbeddedBrokerError`` when it would not
+    stop."""
+    if not paths.folder.is_dir():
+        return False
+    # Under the start lock: a worker starting the server again right now either has
+    # finished (and the server is stopped below) or will find the mark.
+    with _locked(paths.folder / START_LOCK, timeout):
+        _mark_stopped(paths)
+    if not server_alive(paths):
         return False
     with contextlib.suppress(OSError):
         _command(paths.client_socket(), "SHUTDOWN", timeout=timeout)

@@ -23,13 +23,15 @@ The embedded broker is the Valkey/Redis server domainjobs starts on a unix socke
 project's data folder (data_dir, default .domainjobs/) when no broker URL is configured.
 It keeps running after the processes that started it exit, so the web process and the
 workers share it and queued jobs wait for the next worker; stop it with `broker stop`
-(its data is kept on disk and comes back with the next start).
+(its data is kept on disk and comes back with the next start). A stopped broker stays
+stopped: workers still running wait for it (a crashed one they start again), until
+`broker start`, a new `run`, an `enqueue` or a web app's `Jobs()` starts it.
 
 examples:
   python -m domainjobs broker status          # running? (exit 0; 3 when it is not)
   python -m domainjobs broker status --json
   python -m domainjobs broker start           # start it now (run does this by itself)
-  python -m domainjobs broker stop            # flush to disk and stop it
+  python -m domainjobs broker stop            # flush to disk and stop it (it stays stopped)
 """
 
 
@@ -59,7 +61,11 @@ def handle(args: argparse.Namespace) -> int:
     if args.action == "stop":
         stopped = stop_broker(paths, timeout=float(settings.connect_timeout))
         what = "stopped" if stopped else "was not running"
-        print(f"embedded broker in {paths.folder} {what}", file=sys.stderr)
+        print(
+            f"embedded broker in {paths.folder} {what}; running workers wait for it until "
+            "`python -m domainjobs broker start` (or a new run)",
+            file=sys.stderr,
+        )
         return 0
     status = broker_status(paths)
     code = ExitCode.OK if status.answering else ExitCode.NOT_RUNNING

@@ -10,9 +10,9 @@ from domainjobs.discovery.builder import discover_configured
 
 HELP = """\
 Discover every domain and validate it, and every setting `run` would refuse (broker URL,
-cron_tz, queues), without touching a broker: exit 0 when clean (warnings, such as a domain
-whose jobs define nothing, are printed but do not fail it), 2 with every problem listed on
-stderr. Run it in CI before deploying.
+cron_tz, queues, metrics_port), without touching a broker: exit 0 when clean (warnings,
+such as a domain whose jobs define nothing, are printed but do not fail it), 2 with every
+problem listed on stderr. Run it in CI before deploying.
 
 example:
   python -m domainjobs check --roots app.domain,plugins.domains

@@ -11,6 +11,7 @@ from domainjobs.brokers.urls import queue_from_url, resolve_url
 from domainjobs.config import Settings, apply_app_dir, cron_timezone, load_settings
 from domainjobs.discovery.builder import discover
 from domainjobs.errors import ConfigError, did_you_mean
+from domainjobs.observability import cli as metrics_cli
 from domainjobs.registry import DEFAULT_QUEUE, Registry
 
 
@@ -92,11 +93,13 @@ def discover_configured(settings: Settings) -> Registry:
 
 def validate_settings(settings: Settings, registry: Registry | None = None) -> None:
     """Raise the ``ConfigError`` ``run`` would raise for these settings, without connecting
-    to anything: a malformed or unsupported broker URL, an unknown ``cron_tz``, and (given
-    the registry) a configured queue that no task uses."""
+    to anything: a malformed or unsupported broker URL, an unknown ``cron_tz``, a metrics
+    port without the 'metrics' extra, and (given the registry) a configured queue that no
+    task uses. (A malformed value of any setting is refused earlier, by ``load``.)"""
     if settings.url:
         queue_from_url(settings.url, DEFAULT_QUEUE)  # parsed and built, never connected
     cron_timezone(settings.cron_tz)
+    metrics_cli.require_extra(settings)
     if registry is not None:
         for name in settings.queues:
             if name not in registry.queues:

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from domainjobs.brokers import embedded
 from domainjobs.brokers.urls import redact, resolve_url
 from domainjobs.cli.common import Subparsers, add_command, load, validate_settings
 from domainjobs.config import ENV_PREFIX, FIELDS, Settings, cron_timezone
@@ -40,6 +41,7 @@ examples:
   python -m domainjobs run --reload              # development: restart on code changes
   python -m domainjobs run --burst               # process what is queued, then exit
   python -m domainjobs run --metrics-port 9500   # Prometheus metrics at :9500/metrics
+  DOMAINJOBS_METRICS_PORT=9500 python -m domainjobs run --web-only   # the same, UI only
 """
 
 
@@ -159,7 +161,8 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Run the workers (or their supervisor); the exit status says whether all stopped cleanly."""
-    settings = load(args, "concurrency")
+    settings = load(args, "concurrency", "metrics_port")
+    metrics_cli.use_setting(args, settings)
     if args.queues:
         settings = settings.replace(queues=tuple(args.queues))
     setup_logging(args.debug, args.log_format, args.log_level)
@@ -167,10 +170,13 @@ def handle(args: argparse.Namespace) -> int:
     registry = discover_configured(settings)
     validate_settings(settings, registry)
     url = resolve_url(None, settings)
+    if args.supervised_by is not None:
+        embedded.adopt(url, settings)  # a crashed embedded broker is started again here too
     args.cron_tz = settings.cron_tz  # the dashboard's schedules page shows times in it
     if args.web_only:
         args.web = True
-        return loops.run(with_web(args, registry, url, until_signal()), args.loop)
+        web_only = with_web(args, registry, url, until_signal())
+        return loops.run(metrics_cli.serving(args, registry, url, web_only), args.loop)
     supervised = args.processes > 1 or args.max_jobs is not None or args.reload
     if args.supervised_by is None and supervised:
         main: Coroutine[Any, Any, int] = supervise(args, settings, registry, url)

@@ -1,7 +1,11 @@
 """``domainjobs run``'s metrics options: ``--metrics-port``/``--metrics-host``, and how the
 worker processes of ``--processes N`` share one ``/metrics``.
 
+The port is also the ``metrics_port`` setting (``DOMAINJOBS_METRICS_PORT``, ``metrics_port``
+in ``[tool.domainjobs]``); the flag wins, as for every setting (``use_setting``).
+
 - One process: it records its jobs and serves ``/metrics`` on the port itself.
+- ``--web-only``: no workers; the port serves the per-queue gauges read from the broker.
 - A supervisor: it makes a folder for prometheus-client's multi-process mode (or uses
   ``PROMETHEUS_MULTIPROC_DIR`` when set), passes it to every child (hidden option
   ``--metrics-dir``), serves the sum of all children's samples on the port (and at the web
@@ -24,6 +28,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from domainjobs.brokers.urls import queue_from_url
+from domainjobs.config import Settings
 from domainjobs.errors import ConfigError
 from domainjobs.observability import state
 from domainjobs.registry import DEFAULT_QUEUE, Registry
@@ -38,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-port",
         type=_port,
         metavar="PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (one port for all processes)",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (one port for all "
+        "processes); DOMAINJOBS_METRICS_PORT",
     )
     group.add_argument(
         "--metrics-host",
@@ -59,6 +65,20 @@ def _port(text: str) -> int:
     return value
 
 
+def use_setting(args: argparse.Namespace, settings: Settings) -> None:
+    """Serve the port the settings give (flag, environment or pyproject). A supervised
+    worker process never does: its supervisor serves the sum of every child's metrics."""
+    supervised = getattr(args, "supervised_by", None) is not None
+    args.metrics_port = None if supervised else settings.metrics_port
+
+
+def require_extra(settings: Settings) -> None:
+    """The ``ConfigError`` ``run`` raises when a metrics port is set but prometheus-client
+    is not installed (``check`` raises it too, without starting anything)."""
+    if settings.metrics_port is not None:
+        _require_extra()
+
+
 def wanted(args: argparse.Namespace) -> bool:
     """Whether this run records metrics (see the module docstring)."""
     if args.metrics_port is not None or args.metrics_dir:
@@ -69,8 +89,9 @@ def wanted(args: argparse.Namespace) -> bool:
 def _require_extra() -> None:
     if not state.metrics_available():
         raise ConfigError(
-            "--metrics-port needs the 'metrics' extra (prometheus-client is missing): "
-            "pip install 'domainjobs[metrics]'"
+            "a metrics port (--metrics-port, DOMAINJOBS_METRICS_PORT or metrics_port in "
+            "[tool.domainjobs]) needs the 'metrics' extra (prometheus-client is missing): "
+            "pip install 'domainjobs[metrics]', or unset it"
         )
 
 
