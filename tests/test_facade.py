@@ -363,3 +363,41 @@ def test_tasks_saq_cannot_call_by_keyword_are_rejected_with_the_reason(make_app,
             asyncio.run(attempt(name, a=1, b=2))
     asyncio.run(attempt("odd.anything", whatever=1, other="x"))  # **kwargs takes any name
     assert incomplete(redis_url) == 1
+
+
+async def test_a_broker_out_of_reach_is_one_error_type_from_every_call(calc):
+    # The same BrokerUnreachableError workers and the CLI raise, naming the broker without
+    # its password; the driver's own error is chained as its cause.
+    from domainjobs import BrokerUnreachableError
+    from tests.servers import redis_server
+
+    registry, _ = calc
+    with redis_server() as url:
+        secret_url = url.replace("redis://", "redis://:s3cret-pw@")
+        async with Jobs(registry, url=url) as jobs:
+            handle = await jobs.enqueue("calc.add", 1, b=2)  # the broker answers
+            assert handle.status == "queued"
+    # the server is gone now: every call says so, in one sentence
+    async with Jobs(registry, url=url) as jobs:
+        calls = {
+            "enqueue": lambda: jobs.enqueue("calc.add", 1),
+            "enqueue_many": lambda: jobs.enqueue_many("calc.add", [{"a": 1}]),
+            "apply": lambda: jobs.apply("calc.add", 1),
+            "map": lambda: jobs.map("calc.add", [{"a": 1}]),
+            "job": lambda: jobs.job("some-key"),
+            "abort": lambda: jobs.abort("some-key"),
+            "status": lambda: jobs.status(),
+            "handle.refresh": lambda: handle.refresh(),
+            "handle.abort": lambda: handle.abort(),
+        }
+        for what, call in calls.items():
+            with pytest.raises(BrokerUnreachableError) as caught:
+                await call()
+            message = str(caught.value)
+            assert message.startswith(f"broker {url.rsplit('/', 1)[0]}"), (what, message)
+            assert "is unreachable" in message and "DOMAINJOBS_URL" in message, (what, message)
+            assert isinstance(caught.value.__cause__, redis.exceptions.ConnectionError), what
+    async with Jobs(registry, url=secret_url) as jobs:
+        with pytest.raises(BrokerUnreachableError) as caught:
+            await jobs.enqueue("calc.add", 1)
+        assert "s3cret-pw" not in str(caught.value) and "***" in str(caught.value)

@@ -188,7 +188,8 @@ def describe(queue: Queue) -> str:
     return type(queue).__name__
 
 
-def _error_text(exc: BaseException, queue: Queue) -> str:
+def error_text(exc: BaseException, queue: Queue) -> str:
+    """``exc``'s message on one line, without ``queue``'s passwords."""
     text = str(exc) or type(exc).__name__
     pool = getattr(queue, "pool", None)
     conninfo = getattr(pool, "conninfo", None)
@@ -252,7 +253,7 @@ async def wait_for_broker(queue: Queue, timeout: float = 30.0) -> None:
         try:
             await _probe(queue, max(0.5, min(remaining, MAX_RETRY_DELAY)))
         except Exception as exc:  # every failure to connect is retried
-            reason = _error_text(exc, queue)
+            reason = error_text(exc, queue)
             if _is_auth_error(exc):
                 raise BrokerUnreachableError(
                     f"broker {where} refused the credentials ({reason}); fix the user/password "

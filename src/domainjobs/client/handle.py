@@ -8,7 +8,8 @@ from typing import Any, Generic, Protocol, TypeVar, overload
 from saq.job import Job, Status
 from saq.utils import now_seconds
 
-from domainjobs.errors import JobFailedError
+from domainjobs.client.reach import reports_unreachable, unreachable_queue
+from domainjobs.errors import BrokerUnreachableError, JobFailedError
 
 R_co = TypeVar("R_co", covariant=True)
 T = TypeVar("T")
@@ -65,6 +66,7 @@ class JobHandle(Generic[R_co]):
         """The status when last read (``refresh`` reads it again)."""
         return Status(self.job.status)
 
+    @reports_unreachable
     async def refresh(self) -> Job:
         """Read the job again from the broker and return it."""
         job = await self.job.get_queue().job(self.job.key)
@@ -72,6 +74,9 @@ class JobHandle(Generic[R_co]):
             raise LookupError(f"job {self.key!r} no longer exists on queue {self.queue!r}")
         self.job = job
         return job
+
+    def _unreachable(self, exc: BaseException) -> BrokerUnreachableError:
+        return unreachable_queue(self.job.get_queue(), exc)
 
     async def wait(self, timeout: float | None = None) -> Job:
         """Wait (on the completion notification) until the job is complete, failed or
@@ -91,6 +96,7 @@ class JobHandle(Generic[R_co]):
             raise JobFailedError(job)
         return job.result
 
+    @reports_unreachable
     async def abort(self, reason: str = "aborted") -> None:
         """Abort the job: a queued or scheduled job never runs, a running one is cancelled.
 

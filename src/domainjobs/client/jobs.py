@@ -29,6 +29,7 @@ from domainjobs.brokers.urls import queue_from_url, resolve_url
 from domainjobs.client.arguments import Binder, check_serializable, dump_function, plain_values
 from domainjobs.client.handle import JobHandle
 from domainjobs.client.pending import Pending, PendingList, PendingListWithErrors
+from domainjobs.client.reach import is_unreachable, reports_unreachable, unreachable_at_url
 from domainjobs.client.status import QueueStatus, queue_status
 from domainjobs.client.waiting import (
     CompletionListener,
@@ -38,6 +39,7 @@ from domainjobs.client.waiting import (
 )
 from domainjobs.discovery.builder import resolve_registry
 from domainjobs.errors import (
+    BrokerUnreachableError,
     DomainJobsError,
     DuplicateKeyError,
     JobFailedError,
@@ -131,6 +133,9 @@ class Jobs:
             with contextlib.suppress(Exception):
                 await queue.disconnect()
         state.queues.clear()
+
+    def _unreachable(self, exc: BaseException) -> BrokerUnreachableError:
+        return unreachable_at_url(self._state.url or "", exc)
 
     @property
     def registry(self) -> Registry:
@@ -283,16 +288,21 @@ class Jobs:
         never runs twice for one key.
         """
         spec, bound = self._prepare(task, args, kwargs)
-        queue = self._state.queues.get(spec.queue) or await self.queue(spec.queue)
-        if not plain_values(bound):
-            check_serializable(spec.name, bound, self._state.dumps[queue.name])
-        # the common case inline (one coroutine less); keys and waiters go through _submit
-        job = Job(function=spec.name, kwargs=bound, **self._job_fields(spec))
-        publish = observed.PUBLISH  # set while tracing is on
-        enqueued = await (queue.enqueue(job) if publish is None else publish(queue, job, spec))
-        if enqueued is not None:
-            return JobHandle(self, enqueued)
-        handle, _, _ = await self._submit(spec, bound, watch=False, checked=True)
+        try:
+            queue = self._state.queues.get(spec.queue) or await self.queue(spec.queue)
+            if not plain_values(bound):
+                check_serializable(spec.name, bound, self._state.dumps[queue.name])
+            # the common case inline (one coroutine less); keys and waiters go through _submit
+            job = Job(function=spec.name, kwargs=bound, **self._job_fields(spec))
+            publish = observed.PUBLISH  # set while tracing is on
+            enqueued = await (queue.enqueue(job) if publish is None else publish(queue, job, spec))
+            if enqueued is not None:
+                return JobHandle(self, enqueued)
+            handle, _, _ = await self._submit(spec, bound, watch=False, checked=True)
+        except Exception as exc:  # inline, not the decorator: the hot path pays nothing
+            if not is_unreachable(exc):
+                raise
+            raise self._unreachable(exc) from exc
         return handle
 
     @overload
@@ -303,6 +313,7 @@ class Jobs:
     async def enqueue_many(
         self, task: str, kwargs_list: Iterable[Mapping[str, Any]], /
     ) -> list[JobHandle[Any]]: ...
+    @reports_unreachable
     async def enqueue_many(
         self, task: TaskRef, kwargs_list: Iterable[Mapping[str, Any]], /
     ) -> list[JobHandle[Any]]:
@@ -349,6 +360,7 @@ class Jobs:
         """
         return Pending(lambda: self._apply(task, args, kwargs))
 
+    @reports_unreachable
     async def _apply(self, task: TaskRef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         spec, bound = self._prepare(task, args, kwargs)
         handle, future, listener = await self._submit(spec, bound, watch=True)
@@ -406,6 +418,7 @@ class Jobs:
             return PendingListWithErrors(lambda: self._map(task, items, True))
         return PendingList(lambda: self._map(task, items, False))
 
+    @reports_unreachable
     async def _map(
         self, task: TaskRef, kwargs_list: list[Mapping[str, Any]], return_exceptions: bool
     ) -> list[Any]:
@@ -500,6 +513,7 @@ class Jobs:
                 "(it goes on; wait again with handle.result())"
             ) from None
 
+    @reports_unreachable
     async def wait_for(self, job: Job, timeout: float | None = None) -> Job:
         """Wait until a SAQ job is complete, failed or aborted, and return it."""
         queue = job.get_queue()
@@ -507,6 +521,7 @@ class Jobs:
         future = listener.watch(queue.job_id(job.key)) if listener is not None else None
         return await self._wait(job, timeout, listener, future, check_first=True)
 
+    @reports_unreachable
     async def job(
         self, key: str, *, task: TaskRef | None = None, queue: str | None = None
     ) -> JobHandle[Any] | None:
@@ -524,6 +539,7 @@ class Jobs:
                 return JobHandle(self, found, created=False)
         return None
 
+    @reports_unreachable
     async def abort(
         self,
         key_or_handle: str | JobHandle[Any],
@@ -543,12 +559,14 @@ class Jobs:
         await handle.abort(reason)
         return True
 
+    @reports_unreachable
     async def status(self, queues: Sequence[str] | None = None) -> list[QueueStatus]:
         """Queued/active/scheduled/failed counts and live workers of each queue
         (default: every queue of the registry)."""
         names = list(queues) if queues else list(self.registry.queues) or ["default"]
         return [await queue_status(await self.queue(name)) for name in names]
 
+    @reports_unreachable
     async def info(self, queue: str, *, jobs: bool = False) -> dict[str, Any]:
         """SAQ's own ``Queue.info`` of one queue (workers, counts, optionally jobs)."""
         return dict(await (await self.queue(queue)).info(jobs=jobs))
