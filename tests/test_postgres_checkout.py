@@ -26,7 +26,7 @@ from saq.job import Status
 from saq.queue.postgres import PostgresQueue
 
 from domainjobs import Jobs, discover
-from domainjobs.brokers.pgcheck import CheckoutCheck
+from domainjobs.brokers.pgcheck import CheckoutCheck, only_notifications, socket_readable
 from domainjobs.brokers.pgnotify import NotifyingPostgresQueue
 from domainjobs.brokers.urls import queue_from_url
 from domainjobs.lifespan import in_process_workers
@@ -151,7 +151,7 @@ async def test_a_connection_idle_past_the_bound_is_checked_with_a_round_trip(
     )
     await queue.connect()
     try:
-        for _ in range(3):
+        for _ in range(10):  # every connection of the pool handed out once
             await queue.enqueue("nothing.here")
         log.mark()
         for _ in range(20):
@@ -174,8 +174,10 @@ async def test_after_a_restart_the_next_enqueue_and_the_next_job_succeed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Every pooled connection of the client and of the worker is ended by the restart;
-    the next ``Jobs.enqueue`` and the job it sends run as if nothing happened: no error for
-    the caller, one attempt, and no statement of ours that ran into a dead session."""
+    once the server is back, the next ``Jobs.enqueue`` and the job it sends run as if
+    nothing happened: no error for the caller, one attempt, and no statement of ours that
+    ran into a dead session (while the server is down, the worker's polls fail, as they
+    must)."""
     base = make_app({"app/domain/math/jobs/tasks.py": TASKS})
     registry = discover(f"{base.name}.domain")
     tasks = importlib.import_module(f"{base.name}.domain.math.jobs.tasks")
@@ -189,8 +191,8 @@ async def test_after_a_restart_the_next_enqueue_and_the_next_job_succeed(
             2 * i for i in range(30)
         ]
         bystander = await psycopg.AsyncConnection.connect(pg.url, autocommit=True)
-        caplog.clear()
         await asyncio.to_thread(pg.restart)
+        caplog.clear()  # what failed while the server was down is not the question
         with pytest.raises(psycopg.OperationalError):  # what an unchecked connection meets
             await bystander.execute("SELECT 1")
         await bystander.close()
@@ -208,3 +210,54 @@ async def test_after_a_restart_the_next_enqueue_and_the_next_job_succeed(
         and not record.getMessage().startswith("lost the job notifications")
     ]
     assert ours == []
+
+
+async def _readable(conn: psycopg.AsyncConnection) -> None:
+    deadline = time.monotonic() + 30
+    while not socket_readable(conn):
+        assert time.monotonic() < deadline, "nothing arrived on the connection"
+        await asyncio.sleep(0.01)
+
+
+async def test_notifications_waiting_need_no_round_trip_an_ended_session_does(
+    pg: RestartablePostgres, log: StatementLog
+) -> None:
+    """What waits on an idle connection decides: notifications (a connection that ran
+    ``LISTEN``) are left for the next statement; the error of a terminated session, after
+    them or alone, gets psycopg's check, which fails."""
+    url = named(pg.url, "peek")
+    check = CheckoutCheck(idle_after=600)
+    async with (
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as listening,
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as quiet,
+        await psycopg.AsyncConnection.connect(pg.url, autocommit=True) as admin,
+    ):
+        await listening.execute("LISTEN peek_test")
+        for conn in (listening, quiet):
+            await check(conn)  # first checkout: the round trip, as for any new connection
+        log.mark()
+        for n in range(3):
+            await admin.execute(f"NOTIFY peek_test, 'n{n}'")
+        await _readable(listening)
+        assert only_notifications(listening)
+        await check(listening)
+        await check(quiet)
+        assert (check.full_checks, check.skipped) == (2, 2)
+        assert empty(log.read("peek")) == 0
+        assert (await (await listening.execute("SELECT 1")).fetchone()) == (1,)
+
+        for n in range(2):
+            await admin.execute(f"NOTIFY peek_test, 'm{n}'")
+        await _readable(listening)
+        await admin.execute("SELECT pg_terminate_backend(%s)", [listening.info.backend_pid])
+        await admin.execute("SELECT pg_terminate_backend(%s)", [quiet.info.backend_pid])
+        await _readable(quiet)
+        deadline = time.monotonic() + 30
+        while only_notifications(listening):  # the error follows the notifications
+            assert time.monotonic() < deadline, "the session's end never arrived"
+            await asyncio.sleep(0.01)
+        for conn in (listening, quiet):
+            assert not only_notifications(conn)
+            with pytest.raises(psycopg.OperationalError):
+                await check(conn)
+        assert check.full_checks == 4

@@ -8,13 +8,17 @@ on it. On a busy queue that is one extra round trip per statement.
 
 ``CheckoutCheck`` keeps the protection and drops the round trip for a connection in use:
 
-- **The socket says so.** A connection back in the pool is idle, so the server has nothing
-  to send it. When the server ends a session (shutdown, crash, a terminated backend, an
-  idle-session timeout) it sends a final error and closes the socket, so the socket turns
-  readable. ``CheckoutCheck`` polls it without waiting (one system call) and runs psycopg's
-  own check (the empty query: it reads the error, fails, and the pool replaces the
-  connection) whenever anything is waiting there. A notification or notice on a
-  connection still listening is read by that check too, at the old price.
+- **The socket says so.** When the server ends a session (shutdown, crash, a terminated
+  backend, an idle-session timeout) it sends a final error and closes the socket, so the
+  socket of a connection resting in the pool turns readable. ``CheckoutCheck`` polls it
+  without waiting (one system call). Nothing to read: the connection is handed out. Else
+  it peeks at what waits there, without taking it: only notifications, notices or
+  parameter changes (a connection that ran ``LISTEN`` before: SAQ's listener puts its
+  connection back in the pool still listening, and every ``NOTIFY`` on the queue's
+  channel reaches it) are left for the next statement to read, as psycopg does anyway;
+  anything else (an error, the end of the stream, a TLS record it cannot read) gets
+  psycopg's own check, the empty query, which reads it and fails, and the pool replaces
+  the connection.
 - **A connection idle for long is checked as before.** A connection not handed out for
   ``idle_after`` seconds (default 10) gets the empty query anyway: a firewall or NAT that
   forgets an idle connection sends nothing, and only a round trip finds out.
@@ -34,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import select
+import socket
 import time
 import weakref
 from typing import Any
@@ -43,6 +48,13 @@ from psycopg_pool import AsyncConnectionPool
 
 #: Seconds a connection may rest in the pool and still be handed out without a round trip.
 CHECK_IDLE_AFTER = 10.0
+
+#: Message types the server may send a session between statements that do not end it:
+#: NotificationResponse, NoticeResponse, ParameterStatus.
+ASYNC_MESSAGES = (b"A", b"N", b"S")
+
+#: The most bytes a check peeks at; a longer backlog is checked with a round trip.
+PEEK_BYTES = 65536
 
 
 def socket_readable(conn: BaseConnection[Any]) -> bool:
@@ -57,6 +69,32 @@ def socket_readable(conn: BaseConnection[Any]) -> bool:
         return bool(poller.poll(0))
     readable, _, _ = select.select([fd], [], [], 0)  # Windows: no poll()
     return bool(readable)
+
+
+def only_notifications(conn: BaseConnection[Any]) -> bool:
+    """Whether what waits on ``conn``'s socket is, as far as a peek shows, only messages a
+    live session sends between statements: notifications (a connection that ran ``LISTEN``
+    before it came back to the pool: SAQ's listener returns it so), notices and parameter
+    changes. False for the end of the stream, an error (how the server says it ends a
+    session), a message cut at the end of the peek, and anything it cannot read (TLS)."""
+    if conn.pgconn.ssl_in_use or not hasattr(socket, "MSG_DONTWAIT"):
+        return False
+    try:
+        sock = socket.socket(fileno=conn.fileno())
+    except Exception:  # closed, or not a socket we can look at
+        return False
+    try:
+        data = sock.recv(PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:
+        return False
+    finally:
+        sock.detach()  # the descriptor stays libpq's
+    offset = 0
+    while offset < len(data):
+        if data[offset : offset + 1] not in ASYNC_MESSAGES or offset + 5 > len(data):
+            return False
+        offset += 1 + int.from_bytes(data[offset + 1 : offset + 5], "big")
+    return 0 < offset == len(data)
 
 
 async def _check_all(pool: AsyncConnectionPool[Any]) -> None:
@@ -89,7 +127,9 @@ class CheckoutCheck:
     def needs_round_trip(self, conn: AsyncConnection[Any], now: float) -> bool:
         """Whether ``conn``, handed out at ``now``, must be checked with a round trip."""
         last = self._handed_out.get(conn)
-        return last is None or now - last >= self.idle_after or conn.closed or socket_readable(conn)
+        if last is None or now - last >= self.idle_after or conn.closed:
+            return True
+        return socket_readable(conn) and not only_notifications(conn)
 
     async def __call__(self, conn: AsyncConnection[Any]) -> None:
         now = time.monotonic()
