@@ -4,6 +4,7 @@
     .venv/bin/python bench/postgres.py apply --latency-jobs 200 --rounds 5
     .venv/bin/python bench/postgres.py statements --jobs 500
     .venv/bin/python bench/postgres.py drain --drain-jobs 1000 --rounds 5
+    .venv/bin/python bench/postgres.py apply --saq-check     # queues on SAQ's pool check
 
 One throwaway PostgreSQL cluster (``tests.servers.postgres_server``) for the whole run.
 
@@ -130,12 +131,33 @@ async def clear(url: str) -> None:
 async def apply_part(url: str, roots: str, app_dir: str, args: argparse.Namespace) -> None:
     registry = discover(roots)
     env = {**os.environ, "DOMAINJOBS_URL": url, "DOMAINJOBS_ROOTS": roots}
+    run = ["run", "--app-dir", app_dir, "--concurrency", "10"]
+    command = [sys.executable, "-m", "domainjobs", *run]
+    if args.saq_check:  # the worker's queue on SAQ's pool too
+        command = [sys.executable, "-c", SAQ_CHECK_WORKER, *run]
     worker = subprocess.Popen(
-        [sys.executable, "-m", "domainjobs", "run", "--app-dir", app_dir, "--concurrency", "10"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+    with saq_pool_check(args.saq_check):
+        await _apply_rounds(worker, url, registry, args)
+
+
+#: ``python -m domainjobs`` with domainjobs' queues on the pool SAQ builds (``--saq-check``).
+SAQ_CHECK_WORKER = """
+import runpy, sys
+from psycopg_pool import AsyncConnectionPool
+import domainjobs.brokers.postgres as pg_queue
+pg_queue.checked_pool = lambda conninfo, idle_after=0.0: AsyncConnectionPool(
+    conninfo, check=AsyncConnectionPool.check_connection, open=False
+)
+sys.argv[0] = "domainjobs"
+runpy.run_module("domainjobs", run_name="__main__", alter_sys=True)
+"""
+
+
+async def _apply_rounds(
+    worker: subprocess.Popen[bytes], url: str, registry: Any, args: argparse.Namespace
+) -> None:
     shipped = client_jobs.has_notifications
     samples: dict[str, list[float]] = {"notify": [], "poll": []}
     p50s: dict[str, list[float]] = {"notify": [], "poll": []}
@@ -168,7 +190,10 @@ async def apply_part(url: str, roots: str, app_dir: str, args: argparse.Namespac
         client_jobs.has_notifications = shipped
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
-    print(f"\n1. Jobs.apply round trip, worker in its own process ({args.rounds} rounds, ms)")
+    pool = "SAQ's pool check (--saq-check)" if args.saq_check else "the shipped pool check"
+    print(
+        f"\n1. Jobs.apply round trip, worker in its own process ({args.rounds} rounds, ms), {pool}"
+    )
     rows = [
         ("Jobs.apply, NOTIFY (now)", samples["notify"], p50s["notify"]),
         ("Jobs.apply, poll (before)", samples["poll"], p50s["poll"]),
@@ -446,6 +471,11 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--show", action="store_true", help="print every statement's count")
+    parser.add_argument(
+        "--saq-check",
+        action="store_true",
+        help="apply: the client's and the worker's queues on the pool SAQ builds",
+    )
     parser.add_argument("--drain-jobs", type=int, default=1000, help="jobs per drain round")
     parser.add_argument("--variants", default="saq,before,domainjobs", help="drain variants")
     asyncio.run(main(parser.parse_args()))
