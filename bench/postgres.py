@@ -1,4 +1,4 @@
-"""PostgreSQL: ``Jobs.apply`` latency, and SQL statements per job against SAQ's PostgresQueue.
+"""PostgreSQL against SAQ's PostgresQueue: ``Jobs.apply`` latency, statements per job, drain.
 
     .venv/bin/python bench/postgres.py                 # all three parts (4-6 minutes)
     .venv/bin/python bench/postgres.py apply --latency-jobs 200 --rounds 5

@@ -26,8 +26,9 @@ on it. On a busy queue that is one extra round trip per statement.
 - **One broken connection means the rest are suspect.** When a check fails, every idle
   connection of the pool is checked at once (``AsyncConnectionPool.check()``, in the
   background). Otherwise each checkout finds the next broken one and psycopg's pool waits
-  longer before every retry (0, 1, 2, 4, 8 s): a pool of ten after a restart could keep a
-  job or an enqueue waiting for over a minute (SAQ's own check has that delay too).
+  longer before every retry (0, 1, 2, 4, 8, 16 s). With SAQ's check, after a restart, an
+  enqueue through a pool that had grown ended in ``PoolTimeout`` after 30 s, and an idle
+  worker took its next job 15 s late.
 
 What it cannot see, the old check could not see either: the server going away between
 the check and the statement, or while the connection is in use.
