@@ -21,6 +21,7 @@ notification, so the worker does not mark the job active again.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import uuid
@@ -35,6 +36,7 @@ from saq.queue.postgres import DEQUEUE, ENQUEUE, PostgresQueue
 from saq.utils import now, now_seconds
 
 from domainjobs.brokers.leases import LeaseHolder, job_not_held, lease_lost
+from domainjobs.brokers.pgcheck import CHECK_IDLE_AFTER, checked_pool, socket_readable
 from domainjobs.brokers.sweep import (
     LOST_AFTER,
     MAX_LOST,
@@ -56,12 +58,40 @@ def _as_bytes(payload: bytes | str) -> bytes:
     return payload.encode() if isinstance(payload, str) else payload
 
 
+_SAQ_SIGNATURE = inspect.signature(PostgresQueue)
+
+
+def _with_checked_pool(
+    args: tuple[Any, ...], kwargs: dict[str, Any], idle_after: float
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``PostgresQueue``'s arguments, with the pool SAQ would build from ``url`` built here
+    instead (``checked_pool``), still opened, sized and closed by the queue. Anything else
+    (a pool given, both or neither, arguments SAQ rejects) is passed on as it came."""
+    try:
+        arguments = _SAQ_SIGNATURE.bind(*args, **kwargs).arguments
+    except TypeError:
+        return args, kwargs  # SAQ's own error says what is wrong
+    url = arguments.get("url")
+    if arguments.get("pool") is not None or not isinstance(url, str):
+        return args, kwargs
+    arguments["pool"] = checked_pool(url, idle_after)
+    del arguments["url"]
+    if arguments.get("manage_pool_lifecycle") is None:
+        arguments["manage_pool_lifecycle"] = True  # SAQ's default for a pool it builds
+    return (), dict(arguments)
+
+
 class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
     """A ``saq.queue.postgres.PostgresQueue`` whose sweep finds a dead worker's jobs at once.
 
     ``lost_after``, ``settle`` and ``max_lost`` mean what they mean for
     ``SweepSafeRedisQueue``; ``leases_table`` names the lease table. Every other argument is
     ``PostgresQueue``'s.
+
+    Built from a ``url`` (no ``pool``), the queue's pool checks a connection it hands out
+    with a round trip only when the connection may be broken (``domainjobs.brokers.pgcheck``:
+    its socket has something to read, or it rested ``check_idle_after`` seconds, default 10;
+    ``0`` checks every checkout, as SAQ does). A ``pool`` passed in is used as it is.
     """
 
     transient_errors = (psycopg.OperationalError, ConnectionError, OSError)
@@ -74,8 +104,10 @@ class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
         max_lost: int = MAX_LOST,
         leases_table: str = LEASES_TABLE,
         ticks_table: str = TICKS_TABLE,
+        check_idle_after: float = CHECK_IDLE_AFTER,
         **kwargs: Any,
     ) -> None:
+        args, kwargs = _with_checked_pool(args, kwargs, check_idle_after)
         super().__init__(*args, **kwargs)
         self._configure_leases(lost_after, settle, max_lost)
         self.leases_table = Identifier(leases_table)
@@ -143,6 +175,8 @@ class SweepSafePostgresQueue(LeaseHolder, PostgresQueue):
             )
 
     def _renew_leases_sync(self, worker_ids: list[str]) -> set[str]:
+        if self._sync is not None and socket_readable(self._sync):
+            self._close_sync()  # the server ended the session (a restart): a new one
         if self._sync is None or self._sync.closed:
             timeout = max(1, round(self.lost_after / 3))
             conninfo = self.pool.conninfo
