@@ -93,6 +93,8 @@ class TakeCoalescer:
         self.jobs_taken = 0
         #: jobs put back because the slot they were taken for was gone
         self.put_back_count = 0
+        #: how many jobs the take on its way asked for (0: none is on its way)
+        self.in_flight = 0
 
     async def take(self) -> TakenJob | None:
         """A job for the calling slot, or ``None`` (the queue stayed empty, or the worker
@@ -148,6 +150,7 @@ class TakeCoalescer:
                     for future in waiting:
                         future.set_result(None)
                     continue
+                self.in_flight = len(waiting)
                 try:
                     taken = await self._take_many(len(waiting))
                 except Exception as exc:
@@ -159,6 +162,8 @@ class TakeCoalescer:
                     for future in waiting:
                         future.cancel()
                     raise
+                finally:
+                    self.in_flight = 0
                 self.round_trips += 1
                 self.jobs_taken += len(taken)
                 jobs = iter(taken)

@@ -348,6 +348,7 @@ class DomainWorker(Worker[Any]):
         job: Job | None = None
         held: Held | None = None
         task_ctx: JobTaskContext | None = None
+        got: TakenJob | None = None
         try:
             got = await self._take()
             if got is None:
@@ -383,7 +384,10 @@ class DomainWorker(Worker[Any]):
                     held, "finish", lambda: taken.finish(Status.COMPLETE, result=result)
                 )
         except asyncio.CancelledError:
-            if not job or held is None or task_ctx is None or held.dropped:
+            if not job or got is None or held is None or held.dropped:
+                return False
+            if task_ctx is None:  # cancelled after the take, before its function started
+                await self._untake(held, got)
                 return False
             task = task_ctx["task"]
             aborted = task_ctx["aborted"]
@@ -449,6 +453,20 @@ class DomainWorker(Worker[Any]):
                 except (Exception, asyncio.CancelledError):
                     saq_logger.exception("Failed to run after process hook")
         return True
+
+    async def _untake(self, held: Held, got: TakenJob) -> None:
+        """Give back a job this slot took but will not run: put back as it was before the
+        take when nothing wrote to it since (``put_back``), else re-queued as SAQ does with
+        a cancelled job (``retry("cancelled")``); never left to the sweep (which would count
+        it as lost once the lease ends)."""
+        put_back = getattr(self.queue, "put_back", None)
+        if got.marked and got.stored and put_back is not None:
+            try:
+                if await put_back([got]):
+                    return
+            except self.transient_errors as exc:
+                logger.debug("could not put back %s (%s); re-queueing it", got.job.key, exc)
+        await self._land(held, "retry", lambda: got.job.retry("cancelled"))
 
     def _cancellation_deadline(self) -> float:
         return float(saq_internals.cancellation_deadline(self))
