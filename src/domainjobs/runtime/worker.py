@@ -6,7 +6,8 @@ Everything a domainjobs worker does beyond SAQ's (hooks once per process, one cr
 tick, a graceful stop that never strands a job, every write about a job fenced on the
 worker's lease and retried until it lands; docs/reliability.md) is passed through
 ``saq.Worker``'s public constructor arguments or written as an override of one of its
-methods here (how one job runs is ``runtime.jobrun``); nothing patches
+methods here (how one job runs is ``runtime.jobrun``; how its slots share the round trips
+that take jobs is ``runtime.takes``); nothing patches
 a worker after it is built. The private SAQ attributes we still touch are listed in
 ``domainjobs.runtime.saq_internals``.
 """
