@@ -153,10 +153,11 @@ async def test_put_back_restores_the_bytes_at_the_head_of_the_queue_unless_chang
 
 
 def _coalescer(
-    queue: SweepSafeRedisQueue, around: Callable[[], None] | None = None
+    queue: SweepSafeRedisQueue, around: Callable[[], None] | None = None, wait: float = 0.5
 ) -> TakeCoalescer:
     """A coalescer on the real queue under ``WORKER``'s lease; ``around`` runs just as a
-    take comes back (before its jobs are handed out)."""
+    take comes back (before its jobs are handed out); a slot waits ``wait`` seconds on the
+    empty queue."""
 
     async def take_many(n: int) -> list[TakenJob]:
         taken = await queue.take_active_many(WORKER, n)
@@ -164,11 +165,11 @@ def _coalescer(
             around()
         return taken
 
-    async def take_one() -> TakenJob | None:
-        job, marked = await queue.take_active(WORKER, timeout=0.5)
-        return None if job is None else TakenJob(job, marked, WORKER)
+    async def wait_for_job() -> TakenJob | None:
+        job = await queue.wait_for_job(timeout=wait)
+        return None if job is None else TakenJob(job, False, WORKER)
 
-    return TakeCoalescer(take_many, queue.put_back, take_one, lambda: False)
+    return TakeCoalescer(take_many, queue.put_back, wait_for_job, lambda: False)
 
 
 async def test_slots_that_wait_together_share_one_round_trip(
@@ -190,6 +191,38 @@ async def test_slots_that_wait_together_share_one_round_trip(
     last = await asyncio.gather(*(takes.take() for _ in range(3)))
     assert [g.job.id for g in last if g is not None] == ids[10:]
     assert last[2] is None
+
+
+async def test_an_idle_worker_waits_on_one_connection_and_parked_slots_take_together(
+    queues: tuple[SweepSafeRedisQueue, RedisQueue],
+) -> None:
+    """Ten slots on an empty queue: one take finds it empty, one slot waits on it, nine
+    park (no round trip). Three jobs come: the waiting slot gets one, the parked slots take
+    the other two in one more script call."""
+    ours, plain = queues
+    takes = _coalescer(ours, wait=5.0)
+    scripts, moves = await calls(ours.redis, "evalsha"), await calls(ours.redis, "blmove")
+    slots = [asyncio.create_task(takes.take()) for _ in range(10)]
+    for _ in range(1000):  # a poll with a deadline: one slot waits on the queue
+        if takes._blocking:
+            break
+        await asyncio.sleep(0.01)
+    assert takes._blocking and len(takes._parked) == 9
+    assert await calls(ours.redis, "evalsha") == scripts + 1
+
+    ids, _ = await _enqueue(plain, 3)  # SAQ's enqueue: one script call each
+    for _ in range(1000):  # a poll with a deadline: three slots have their job
+        if sum(slot.done() for slot in slots) >= 3:
+            break
+        await asyncio.sleep(0.01)
+    first = [slot.result() for slot in slots if slot.done()]
+
+    assert sorted(t.job.id for t in first if t is not None) == sorted(ids)
+    assert sum(1 for t in first if t is not None and t.marked) == 2  # taken by the script
+    assert await calls(ours.redis, "evalsha") == scripts + 3 + 2
+    rest = await asyncio.wait_for(asyncio.gather(*slots), 30)  # the next wait comes back empty
+    assert sum(1 for t in rest if t is not None) == 3
+    assert await calls(ours.redis, "blmove") == moves + 2
 
 
 async def test_a_job_taken_for_a_cancelled_slot_goes_back_to_the_head_of_its_queue(

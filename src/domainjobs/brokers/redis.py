@@ -445,6 +445,12 @@ class SweepSafeRedisQueue(LeaseHolder, QuietLogs, RedisQueue):
             return []
         return [taken for taken in await self._take_active(fence, count) if taken is not None]
 
+    async def wait_for_job(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
+        """SAQ's blocking dequeue (``BLMOVE``, up to ``timeout`` seconds; 0: no limit),
+        without a take script first: for a worker that has just found the queue empty
+        (``take_active_many``). The job is not marked: the worker marks it itself."""
+        return await RedisQueue.dequeue(self, timeout, poll_interval)
+
     async def _take_active(self, fence: str, count: int) -> list[TakenJob | None]:
         """``TAKE_ACTIVE``'s entries; ``None`` for a job whose key is gone."""
         entries = await self._script(TAKE_ACTIVE)(

@@ -8,13 +8,18 @@ active under the worker's lease), so no job is ever taken ahead of a free slot. 
 take is on its way, slots that free up meanwhile join the next one, sent as soon as the
 first is back: under load one round trip takes several jobs.
 
-The jobs are handed out in the order the slots joined. The slots left without a job (the
-queue ran dry) fall back to the single take (``take_active``: the same script for one job,
-then SAQ's blocking dequeue), but only one of them blocks on the queue; the others wait
-for it. Once it has a job, they try a pending take again (a job rarely arrives alone); once
-it has come back empty (its ``dequeue_timeout`` passed), they come back empty too, as
-their own blocking dequeues would have: one connection waits on an idle queue, not one per
-slot.
+The jobs are handed out in the order the slots joined. Of the slots left without a job (the
+queue ran dry), one waits on the empty queue (SAQ's blocking dequeue, ``BLMOVE``, up to the
+worker's ``dequeue_timeout``; it marks the job it gets itself, as before) and the others
+*park*: their tasks sleep, and a slot that frees up while one waits on the queue parks
+too, without a round trip (the queue was empty at the last take; a job pushed since wakes
+the waiting slot). When that slot is back with a job, the parked ones join one take (jobs
+rarely come alone): one round trip takes whatever else came, and one of those left without
+a job waits on the queue next. When it comes back empty, they come back empty too, as
+their own blocking dequeues would have. So an idle worker waits on one connection, not one
+per slot, and a job arriving at an idle worker costs the round trips it cost before
+(a slot per ``BLMOVE`` each ran the take script first; here the one take of the parked
+slots replaces it).
 
 A slot can be cancelled while it waits (SAQ's ``Worker.stop`` cancels every slot after its
 grace period, 0 s by default). The take itself is never cancelled with it, because it runs
@@ -46,7 +51,7 @@ CLOSE_TIMEOUT = 10.0
 
 
 class _Dry:
-    """What a slot is handed when the pending take found no job for it."""
+    """What the slot that is to block on the empty queue is handed."""
 
 
 DRY = _Dry()
@@ -54,39 +59,36 @@ DRY = _Dry()
 Handed = TakenJob | None | _Dry
 
 
-class _Blocking:
-    """The one slot blocking on an empty queue: the others wait for ``ended``."""
-
-    __slots__ = ("ended", "found")
-
-    def __init__(self) -> None:
-        self.ended = asyncio.Event()
-        self.found = False
-
-
 class TakeCoalescer:
     """Coalesces the takes of one worker's slots (module docstring).
 
-    ``take_many(n)``: take and mark active up to ``n`` jobs in one round trip;
-    ``put_back(jobs)``: put jobs taken for slots that are gone back on their queue;
-    ``take_one()``: the single take, which may block while the queue is empty (``None``
-    when it came back empty); ``stopping()``: whether the worker stops taking jobs.
+    ``take_many(n)``: take and mark active up to ``n`` jobs in one round trip, never
+    blocking; ``put_back(jobs)``: put jobs taken for slots that are gone back on their
+    queue; ``wait_for_job()``: wait on the empty queue for one job, up to the worker's
+    ``dequeue_timeout`` (``None`` when none came); ``stopping()``: whether the worker stops
+    taking jobs.
     """
 
     def __init__(
         self,
         take_many: Callable[[int], Awaitable[list[TakenJob]]],
         put_back: Callable[[Sequence[TakenJob]], Awaitable[int]],
-        take_one: Callable[[], Awaitable[TakenJob | None]],
+        wait_for_job: Callable[[], Awaitable[TakenJob | None]],
         stopping: Callable[[], bool],
     ) -> None:
         self._take_many = take_many
         self._put_back = put_back
-        self._take_one = take_one
+        self._wait_for_job = wait_for_job
         self._stopping = stopping
+        #: slots that join the next take
         self._waiting: list[asyncio.Future[Handed]] = []
+        #: slots that wait for the one blocking on the empty queue (their tasks sleep)
+        self._parked: list[asyncio.Future[Handed]] = []
         self._sender: asyncio.Task[None] | None = None
-        self._blocking: _Blocking | None = None
+        #: a slot blocks on the empty queue (``blocking``), or was handed ``DRY`` to
+        #: (``claimed``); while either is true, the queue was empty at the last take
+        self._blocking = False
+        self._claimed = False
         self._chores: set[asyncio.Task[None]] = set()
         #: round trips of ``take_many`` sent, and the jobs they took (benches and tests)
         self.round_trips = 0
@@ -100,46 +102,66 @@ class TakeCoalescer:
         """A job for the calling slot, or ``None`` (the queue stayed empty, or the worker
         stops). Broker errors and ``LeaseLostError`` from the take are raised to every slot
         that waited for it."""
-        while True:
-            handed = await self._next()
-            if not isinstance(handed, _Dry):
-                return handed
-            blocking = self._blocking
-            if blocking is None:
-                return await self._block()
-            await blocking.ended.wait()
-            if not blocking.found or self._stopping():
-                return None
+        handed = await self._next()
+        if not isinstance(handed, _Dry):
+            return handed
+        return await self._block()
 
     async def _next(self) -> Handed:
-        """Join the pending take and wait for what it hands this slot."""
+        """Join the next take (or, while the queue is known to be empty, park until the
+        slot blocking on it is back) and wait for what this slot is handed."""
         future: asyncio.Future[Handed] = asyncio.get_running_loop().create_future()
-        self._waiting.append(future)
-        if self._sender is None:
-            self._sender = asyncio.create_task(self._send(), name="domainjobs-take")
+        if self._blocking or self._claimed:
+            # the queue was empty at the last take and a slot waits on it: a job pushed
+            # since wakes that slot, and the parked ones take again when it is back
+            self._parked.append(future)
+        else:
+            self._join(future)
         try:
             return await future
         except asyncio.CancelledError:
-            # handed a job, but cancelled before this slot could run: it goes back
             if future.done() and not future.cancelled() and future.exception() is None:
                 handed = future.result()
-                if isinstance(handed, TakenJob):
+                if isinstance(handed, TakenJob):  # handed a job, cancelled before running it
                     self._give_back([handed])
+                elif isinstance(handed, _Dry):  # it was to block: the parked slots take again
+                    self._claimed = False
+                    self._unpark(retake=True)
             raise
 
+    def _join(self, future: asyncio.Future[Handed]) -> None:
+        self._waiting.append(future)
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send(), name="domainjobs-take")
+
+    def _unpark(self, *, retake: bool) -> None:
+        """The parked slots join the next take (``retake``), or get no job."""
+        parked, self._parked = self._parked, []
+        for future in parked:
+            if future.done():
+                continue
+            if retake and not self._stopping():
+                self._join(future)
+            else:
+                future.set_result(None)
+
     async def _block(self) -> TakenJob | None:
-        """The single (blocking) take, for this slot; the other dry slots wait for it."""
-        blocking = self._blocking = _Blocking()
+        """Wait on the empty queue for one job, for this slot. Once back with a job, the
+        parked slots take again (more jobs may have come); empty-handed (the
+        ``dequeue_timeout`` passed, or an error), they come back empty too."""
+        self._claimed = False
+        self._blocking = True
+        found = False
         try:
-            taken = await self._take_one()
-            blocking.found = taken is not None
+            taken = await self._wait_for_job()
+            found = taken is not None
             return taken
         finally:
-            self._blocking = None
-            blocking.ended.set()
+            self._blocking = False
+            self._unpark(retake=found)
 
     async def _send(self) -> None:
-        """Send pending takes until no slot waits; hand out what each brings back."""
+        """Send takes until no slot waits to join one; hand out what each brings back."""
         try:
             while self._waiting:
                 waiting = [future for future in self._waiting if not future.done()]
@@ -166,15 +188,31 @@ class TakeCoalescer:
                     self.in_flight = 0
                 self.round_trips += 1
                 self.jobs_taken += len(taken)
-                jobs = iter(taken)
-                for future in waiting:
-                    if not future.done():  # a slot cancelled meanwhile gets nothing
-                        future.set_result(next(jobs, DRY))
-                left = list(jobs)
+                left = self._hand_out(waiting, taken)
                 if left:
                     await self._return(left)
         finally:
             self._sender = None
+
+    def _hand_out(
+        self, waiting: list[asyncio.Future[Handed]], taken: list[TakenJob]
+    ) -> list[TakenJob]:
+        """One job per slot still waiting, in the order they joined; of the slots left
+        without one, the first blocks on the queue (unless one does already), the others
+        park. Returns the jobs no slot is left for."""
+        jobs = iter(taken)
+        for future in waiting:
+            if future.done():  # a slot cancelled meanwhile gets nothing
+                continue
+            job = next(jobs, None)
+            if job is not None:
+                future.set_result(job)
+            elif self._blocking or self._claimed:
+                self._parked.append(future)
+            else:
+                self._claimed = True
+                future.set_result(DRY)
+        return list(jobs)
 
     def _give_back(self, taken: list[TakenJob]) -> None:
         task = asyncio.create_task(self._return(taken), name="domainjobs-put-back")

@@ -123,9 +123,11 @@ class DomainWorker(Worker[Any]):
         #: the slots' shared takes, on a queue that takes several jobs in one round trip
         self.takes: TakeCoalescer | None = None
         put_back = getattr(queue, "put_back", None)
-        if getattr(queue, "take_active_many", None) is not None and put_back is not None:
+        if all(hasattr(queue, name) for name in ("take_active_many", "wait_for_job")) and (
+            put_back is not None
+        ):
             self.takes = TakeCoalescer(
-                self._take_many, put_back, self._take_one, lambda: self.event.is_set()
+                self._take_many, put_back, self._wait_for_job, lambda: self.event.is_set()
             )
 
     @property
@@ -307,6 +309,16 @@ class DomainWorker(Worker[Any]):
         await self._ensure_lease()
         taken: list[TakenJob] = await self.queue.take_active_many(self.id, count)  # type: ignore[attr-defined]
         return taken
+
+    async def _wait_for_job(self) -> TakenJob | None:
+        """One job from the empty queue, once one comes (up to ``dequeue_timeout``),
+        not marked (for the shared takes: the queue was empty at the last one)."""
+        await self._ensure_lease()
+        fence = self.id
+        job: Job | None = await self.queue.wait_for_job(  # type: ignore[attr-defined]
+            timeout=self.dequeue_timeout, poll_interval=self.poll_interval
+        )
+        return None if job is None else TakenJob(job, False, fence)
 
     async def stop(self) -> None:
         """SAQ's stop; then wait for the takes still on their way (a job one brings back for
