@@ -29,7 +29,7 @@ import threading
 import time
 from abc import abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from saq.job import Job, Status
 from saq.queue import Queue
@@ -61,6 +61,20 @@ def job_not_held(job: Job) -> LeaseLostError:
         f"job {job.key} is no longer held by worker {job.worker_id}: it was put back on its "
         "queue, so this write was refused"
     )
+
+
+class TakenJob(NamedTuple):
+    """One job a worker took: whether the take marked it active already, under which lease
+    (``fence``), and what a put-back needs (a queue that cannot put jobs back leaves
+    ``stored`` empty)."""
+
+    job: Job
+    marked: bool
+    fence: str
+    #: the job's bytes as the take left them in the broker (a put-back compares them)
+    stored: bytes = b""
+    #: their length before the take appended to them; 0 when the take left them unchanged
+    cut: int = 0
 
 
 class LeaseHolder(Queue):

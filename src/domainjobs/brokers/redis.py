@@ -15,7 +15,12 @@ retries left). This queue keeps SAQ's dequeue as it is and changes what the swee
 - every change the sweep makes is a compare-and-set on the job's stored bytes, so it never
   overwrites what a worker wrote in the meantime.
 
-Everything else (enqueue, dequeue, finish, retry, abort, stats) is SAQ's code.
+A worker takes jobs with ``take_active_many`` (several jobs in one script, each marked
+active under its lease; the worker's free slots share each call, ``runtime.takes``) or
+``take_active`` (one, then SAQ's blocking dequeue when the queue is empty), and finishes or
+retries each with one fenced script. A job taken for a slot that will not run it goes back
+with ``put_back`` (a compare-and-set script: at the head of its queue, as it was before the
+take, not counted as lost). Everything else (enqueue, abort, stats) is SAQ's code.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis as redis_sync
@@ -35,7 +40,7 @@ from saq.utils import now
 
 from domainjobs.brokers._quiet import QuietLogs
 from domainjobs.brokers.embedded import revive
-from domainjobs.brokers.leases import LeaseHolder, job_not_held, lease_lost
+from domainjobs.brokers.leases import LeaseHolder, TakenJob, job_not_held, lease_lost
 from domainjobs.brokers.sweep import (
     LOST_AFTER,
     MAX_LOST,
@@ -116,35 +121,69 @@ return {id, redis.call('GET', id)}
 """
 
 # KEYS: leases, queued, active. ARGV: lease, stamp ms (the worker's clock, as SAQ stamps
-# jobs). Takes the next job and marks it active under the lease in one step: refused (0)
-# before anything moves when the lease has lapsed; nil when the queue is empty; {id} when
-# the job's key is gone (the sweep unlists it); {id, bytes} when its bytes are not a JSON
-# object (the worker marks it itself); else {id, new bytes, 1}. SAQ's bytes are kept as they
-# are: the new top-level values are appended to the object (JSON readers keep the last of a
-# repeated key), so no other value is re-encoded; cjson only reads the attempt count.
+# jobs), how many jobs at most (default 1). Takes the next jobs, up to that many, and marks
+# each active under the lease in one step: refused (0) before anything moves when the lease
+# has lapsed; else one entry per job taken, in queue order (none: the queue is empty; fewer
+# than asked: it ran dry): {id} when the job's key is gone (the sweep unlists it); {id, bytes}
+# when its bytes are not a JSON object (the worker marks it itself); else {id, new bytes,
+# length of the bytes before}. SAQ's bytes are kept as they are: the new top-level values are
+# appended to the object (JSON readers keep the last of a repeated key), so no other value is
+# re-encoded (and cutting the new bytes at the old length, plus '}', gives the old ones back:
+# ``PUT_BACK``); cjson only reads the attempt count. One PUBLISH per job marked, as SAQ's.
 TAKE_ACTIVE = (
     _SERVER_NOW
     + _LIVE
     + """
 if not live(ARGV[1]) then return 0 end
-local id = redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT')
-if not id then return nil end
-local payload = redis.call('GET', id)
-if not payload then return {id} end
-if string.sub(payload, 1, 1) ~= '{' or string.sub(payload, -1) ~= '}' then
-  return {id, payload}
+local function take(id)
+  local payload = redis.call('GET', id)
+  if not payload then return {id} end
+  if string.sub(payload, 1, 1) ~= '{' or string.sub(payload, -1) ~= '}' then
+    return {id, payload}
+  end
+  local ok, job = pcall(cjson.decode, payload)
+  if not ok or type(job) ~= 'table' or next(job) == nil then return {id, payload} end
+  local attempts = tonumber(job['attempts']) or 0
+  local new = string.sub(payload, 1, -2) .. ', "status": "active", "started": ' .. ARGV[2]
+    .. ', "touched": ' .. ARGV[2] .. ', "attempts": ' .. string.format('%d', attempts + 1)
+    .. ', "worker_id": ' .. cjson.encode(ARGV[1]) .. '}'
+  redis.call('SET', id, new)
+  redis.call('PUBLISH', id, 'active')
+  return {id, new, #payload}
 end
-local ok, job = pcall(cjson.decode, payload)
-if not ok or type(job) ~= 'table' or next(job) == nil then return {id, payload} end
-local attempts = tonumber(job['attempts']) or 0
-local new = string.sub(payload, 1, -2) .. ', "status": "active", "started": ' .. ARGV[2]
-  .. ', "touched": ' .. ARGV[2] .. ', "attempts": ' .. string.format('%d', attempts + 1)
-  .. ', "worker_id": ' .. cjson.encode(ARGV[1]) .. '}'
-redis.call('SET', id, new)
-redis.call('PUBLISH', id, 'active')
-return {id, new, 1}
+local taken = {}
+for n = 1, tonumber(ARGV[3] or '1') do
+  local id = redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT')
+  if not id then break end
+  taken[n] = take(id)
+end
+return taken
 """
 )
+
+# KEYS: active, queued, job ids... ARGV: for each job, the bytes its take left and their
+# length before the take ('0': the take left them as they were). Puts jobs taken for slots
+# that are gone back at the head of their queue, in their order, each only if nothing changed
+# it since the take (compare-and-set on its bytes, which name the lease it was taken under
+# and its attempt count: a sweep that put it back first, or any other write, wins) and it is
+# still in the active list. Its bytes become the ones from before the take (the attempt it
+# never made is not counted; it is not marked lost). Returns how many were put back.
+PUT_BACK = """
+local back = 0
+for i = #KEYS, 3, -1 do
+  local id = KEYS[i]
+  local stored = ARGV[2 * (i - 2) - 1]
+  local cut = tonumber(ARGV[2 * (i - 2)])
+  if redis.call('GET', id) == stored and redis.call('LREM', KEYS[1], 0, id) > 0 then
+    if cut > 0 then redis.call('SET', id, string.sub(stored, 1, cut - 1) .. '}') end
+    redis.call('LREM', KEYS[2], 0, id)
+    redis.call('LPUSH', KEYS[2], id)
+    if cut > 0 then redis.call('PUBLISH', id, 'queued') end
+    back = back + 1
+  end
+end
+return back
+"""
 
 # The fenced writes a worker makes about a job it runs. Each returns 1 when written, 0 when
 # refused (the lease ARGV[1] has lapsed), -1 when the job is no longer the worker's.
@@ -388,17 +427,67 @@ class SweepSafeRedisQueue(LeaseHolder, QuietLogs, RedisQueue):
         if fence in self.lost_leases:
             raise lease_lost(fence)
         if await self.version() >= (6, 2, 0):
-            taken = await self._script(TAKE_ACTIVE)(
-                keys=[self._leases, self._queued, self._active],
-                args=[fence, now()],
-                client=self.redis,
-            )
-            if taken == 0:
-                raise self.refused(fence)
-            if taken:
-                job = self.deserialize(taken[1]) if len(taken) > 1 else None
-                return job, job is not None and len(taken) > 2
+            entries = await self._take_active(fence, 1)
+            if entries:
+                taken = entries[0]  # None: the job's key is gone (the sweep unlists it)
+                return (taken.job, taken.marked) if taken is not None else (None, False)
         return await RedisQueue.dequeue(self, timeout, poll_interval), False
+
+    async def take_active_many(self, fence: str, count: int) -> list[TakenJob]:
+        """Take up to ``count`` jobs and mark each active under the lease ``fence``, in one
+        round trip (``TAKE_ACTIVE``; fewer when the queue runs dry, none when it is empty or
+        the server has no ``LMOVE``). Never blocks. Raises ``LeaseLostError`` when the lease
+        has lapsed (nothing is taken then). A job taken here that no slot will run goes back
+        with ``put_back``."""
+        if fence in self.lost_leases:
+            raise lease_lost(fence)
+        if await self.version() < (6, 2, 0):
+            return []
+        return [taken for taken in await self._take_active(fence, count) if taken is not None]
+
+    async def wait_for_job(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
+        """SAQ's blocking dequeue (``BLMOVE``, up to ``timeout`` seconds; 0: no limit),
+        without a take script first: for a worker that has just found the queue empty
+        (``take_active_many``). The job is not marked: the worker marks it itself."""
+        return await RedisQueue.dequeue(self, timeout, poll_interval)
+
+    async def _take_active(self, fence: str, count: int) -> list[TakenJob | None]:
+        """``TAKE_ACTIVE``'s entries; ``None`` for a job whose key is gone."""
+        entries = await self._script(TAKE_ACTIVE)(
+            keys=[self._leases, self._queued, self._active],
+            args=[fence, now(), count],
+            client=self.redis,
+        )
+        if entries == 0:
+            raise self.refused(fence)
+        taken: list[TakenJob | None] = []
+        for entry in entries:
+            job = self.deserialize(entry[1]) if len(entry) > 1 else None
+            if job is None:
+                taken.append(None)
+            elif len(entry) > 2:
+                taken.append(TakenJob(job, True, fence, entry[1], int(entry[2])))
+            else:
+                taken.append(TakenJob(job, False, fence, entry[1], 0))
+        return taken
+
+    async def put_back(self, taken: Sequence[TakenJob]) -> int:
+        """Put jobs taken by ``take_active_many`` that no slot will run back at the head of
+        their queue, in their order, as they were before the take (not counted as lost, no
+        attempt counted), in one round trip (``PUT_BACK``: a compare-and-set on each job's
+        bytes, so a job anything else wrote to since, e.g. a sweep, is left alone). Returns
+        how many went back."""
+        if not taken:
+            return 0
+        args: list[bytes | int] = []
+        for each in taken:
+            args += [each.stored, each.cut]
+        back = await self._script(PUT_BACK)(
+            keys=[self._active, self._queued, *(each.job.id for each in taken)],
+            args=args,
+            client=self.redis,
+        )
+        return int(back)
 
     # -- fenced writes (the worker's, while ``FENCE`` is set) ----------------------------
 

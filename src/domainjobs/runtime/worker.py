@@ -6,7 +6,8 @@ Everything a domainjobs worker does beyond SAQ's (hooks once per process, one cr
 tick, a graceful stop that never strands a job, every write about a job fenced on the
 worker's lease and retried until it lands; docs/reliability.md) is passed through
 ``saq.Worker``'s public constructor arguments or written as an override of one of its
-methods here (how one job runs is ``runtime.jobrun``); nothing patches
+methods here (how one job runs is ``runtime.jobrun``; how its slots share the round trips
+that take jobs is ``runtime.takes``); nothing patches
 a worker after it is built. The private SAQ attributes we still touch are listed in
 ``domainjobs.runtime.saq_internals``.
 """
@@ -29,7 +30,7 @@ from saq.queue import Queue
 from saq.types import JobTaskContext
 from saq.utils import cancel_tasks, now, uuid1
 
-from domainjobs.brokers.leases import FENCE, LeaseHolder, lease_lost
+from domainjobs.brokers.leases import FENCE, LeaseHolder, TakenJob, lease_lost
 from domainjobs.brokers.urls import queue_from_url, resolve_url
 from domainjobs.discovery.builder import resolve_registry
 from domainjobs.errors import LeaseLostError
@@ -40,6 +41,7 @@ from domainjobs.runtime.cron import schedule_each_tick
 from domainjobs.runtime.hooks import HookRunner
 from domainjobs.runtime.job_hooks import with_domain_job_hooks
 from domainjobs.runtime.jobrun import Held, JobThread, call_async_job
+from domainjobs.runtime.takes import TakeCoalescer
 from domainjobs.runtime.trends import recorder_for
 
 #: The worker is the one place a SAQ function name is set: a task's public name.
@@ -118,6 +120,15 @@ class DomainWorker(Worker[Any]):
         )
         if isinstance(queue, LeaseHolder):
             queue.on_lease_lost(self._lease_lost)
+        #: the slots' shared takes, on a queue that takes several jobs in one round trip
+        self.takes: TakeCoalescer | None = None
+        put_back = getattr(queue, "put_back", None)
+        if all(hasattr(queue, name) for name in ("take_active_many", "wait_for_job")) and (
+            put_back is not None
+        ):
+            self.takes = TakeCoalescer(
+                self._take_many, put_back, self._wait_for_job, lambda: self.event.is_set()
+            )
 
     @property
     def transient_errors(self) -> tuple[type[BaseException], ...]:
@@ -263,26 +274,58 @@ class DomainWorker(Worker[Any]):
                 len(task.result()),
             )
 
-    async def _take(self, fence: str) -> tuple[Job | None, bool]:
-        """The next job, and whether the broker marked it active under this worker's lease
-        as it handed it over (one round trip, ``take_active``)."""
-        marked = False
+    async def _take(self) -> TakenJob | None:
+        """The next job, whether the broker marked it active under this worker's lease as it
+        handed it over, and that lease: through the slots' shared takes (``takes``) when the
+        queue has them, else one ``take_active`` (or SAQ's dequeue) per slot."""
         try:
-            await self._ensure_lease()
-            take_active = getattr(self.queue, "take_active", None)
-            if take_active is not None:
-                job, marked = await take_active(
-                    fence, timeout=self.dequeue_timeout, poll_interval=self.poll_interval
-                )
-            else:
-                job = await self.queue.dequeue(
-                    timeout=self.dequeue_timeout, poll_interval=self.poll_interval
-                )
+            taken = await (self.takes.take() if self.takes is not None else self._take_one())
         except self.transient_errors as exc:
             await self._broker_down(exc)
-            return None, False
+            return None
         self._broker_back()
-        return job, marked
+        return taken
+
+    async def _take_one(self) -> TakenJob | None:
+        """One job for one slot, in one round trip while jobs wait (``take_active``), else
+        the queue's blocking dequeue (up to ``dequeue_timeout``)."""
+        await self._ensure_lease()
+        fence = self.id
+        take_active = getattr(self.queue, "take_active", None)
+        marked = False
+        if take_active is not None:
+            job, marked = await take_active(
+                fence, timeout=self.dequeue_timeout, poll_interval=self.poll_interval
+            )
+        else:
+            job = await self.queue.dequeue(
+                timeout=self.dequeue_timeout, poll_interval=self.poll_interval
+            )
+        return None if job is None else TakenJob(job, marked, fence)
+
+    async def _take_many(self, count: int) -> list[TakenJob]:
+        """Up to ``count`` jobs, marked active under this worker's lease, in one round trip
+        (never blocks)."""
+        await self._ensure_lease()
+        taken: list[TakenJob] = await self.queue.take_active_many(self.id, count)  # type: ignore[attr-defined]
+        return taken
+
+    async def _wait_for_job(self) -> TakenJob | None:
+        """One job from the empty queue, once one comes (up to ``dequeue_timeout``),
+        not marked (for the shared takes: the queue was empty at the last one)."""
+        await self._ensure_lease()
+        fence = self.id
+        job: Job | None = await self.queue.wait_for_job(  # type: ignore[attr-defined]
+            timeout=self.dequeue_timeout, poll_interval=self.poll_interval
+        )
+        return None if job is None else TakenJob(job, False, fence)
+
+    async def stop(self) -> None:
+        """SAQ's stop; then wait for the takes still on their way (a job one brings back for
+        a slot that is gone is put back on its queue before the lease ends)."""
+        await super().stop()
+        if self.takes is not None:
+            await self.takes.close()
 
     def _start_function(self, held: Held, context: dict[str, Any]) -> asyncio.Task[Any]:
         job = held.job
@@ -318,11 +361,12 @@ class DomainWorker(Worker[Any]):
         job: Job | None = None
         held: Held | None = None
         task_ctx: JobTaskContext | None = None
+        got: TakenJob | None = None
         try:
-            fence = self.id
-            job, marked = await self._take(fence)
-            if job is None:
+            got = await self._take()
+            if got is None:
                 return False
+            job, marked, fence = got.job, got.marked, got.fence
             taken = job
             FENCE.set(fence)  # this slot's context: the job's writes, and its function's
             held = Held(job, fence)
@@ -353,7 +397,10 @@ class DomainWorker(Worker[Any]):
                     held, "finish", lambda: taken.finish(Status.COMPLETE, result=result)
                 )
         except asyncio.CancelledError:
-            if not job or held is None or task_ctx is None or held.dropped:
+            if not job or got is None or held is None or held.dropped:
+                return False
+            if task_ctx is None:  # cancelled after the take, before its function started
+                await self._untake(held, got)
                 return False
             task = task_ctx["task"]
             aborted = task_ctx["aborted"]
@@ -419,6 +466,20 @@ class DomainWorker(Worker[Any]):
                 except (Exception, asyncio.CancelledError):
                     saq_logger.exception("Failed to run after process hook")
         return True
+
+    async def _untake(self, held: Held, got: TakenJob) -> None:
+        """Give back a job this slot took but will not run: put back as it was before the
+        take when nothing wrote to it since (``put_back``), else re-queued as SAQ does with
+        a cancelled job (``retry("cancelled")``); never left to the sweep (which would count
+        it as lost once the lease ends)."""
+        put_back = getattr(self.queue, "put_back", None)
+        if got.marked and got.stored and put_back is not None:
+            try:
+                if await put_back([got]):
+                    return
+            except self.transient_errors as exc:
+                logger.debug("could not put back %s (%s); re-queueing it", got.job.key, exc)
+        await self._land(held, "retry", lambda: got.job.retry("cancelled"))
 
     def _cancellation_deadline(self) -> float:
         return float(saq_internals.cancellation_deadline(self))
