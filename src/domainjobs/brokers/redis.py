@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, MutableSequence, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis as redis_sync
@@ -130,12 +132,10 @@ return {id, redis.call('GET', id)}
 # appended to the object (JSON readers keep the last of a repeated key), so no other value is
 # re-encoded (and cutting the new bytes at the old length, plus '}', gives the old ones back:
 # ``PUT_BACK``); cjson only reads the attempt count. One PUBLISH per job marked, as SAQ's.
-TAKE_ACTIVE = (
-    _SERVER_NOW
-    + _LIVE
-    + """
-if not live(ARGV[1]) then return 0 end
-local function take(id)
+# take(id, lease, stamp): marks the job ``id`` just moved to the active list as taken under
+# the lease (see ``TAKE_ACTIVE``) and returns its entry.
+_TAKE = """
+local function take(id, lease, stamp)
   local payload = redis.call('GET', id)
   if not payload then return {id} end
   if string.sub(payload, 1, 1) ~= '{' or string.sub(payload, -1) ~= '}' then
@@ -144,18 +144,26 @@ local function take(id)
   local ok, job = pcall(cjson.decode, payload)
   if not ok or type(job) ~= 'table' or next(job) == nil then return {id, payload} end
   local attempts = tonumber(job['attempts']) or 0
-  local new = string.sub(payload, 1, -2) .. ', "status": "active", "started": ' .. ARGV[2]
-    .. ', "touched": ' .. ARGV[2] .. ', "attempts": ' .. string.format('%d', attempts + 1)
-    .. ', "worker_id": ' .. cjson.encode(ARGV[1]) .. '}'
+  local new = string.sub(payload, 1, -2) .. ', "status": "active", "started": ' .. stamp
+    .. ', "touched": ' .. stamp .. ', "attempts": ' .. string.format('%d', attempts + 1)
+    .. ', "worker_id": ' .. cjson.encode(lease) .. '}'
   redis.call('SET', id, new)
   redis.call('PUBLISH', id, 'active')
   return {id, new, #payload}
 end
+"""
+
+TAKE_ACTIVE = (
+    _SERVER_NOW
+    + _LIVE
+    + _TAKE
+    + """
+if not live(ARGV[1]) then return 0 end
 local taken = {}
 for n = 1, tonumber(ARGV[3] or '1') do
   local id = redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT')
   if not id then break end
-  taken[n] = take(id)
+  taken[n] = take(id, ARGV[1], ARGV[2])
 end
 return taken
 """
@@ -223,6 +231,29 @@ elseif ttl == 0 then redis.call('SET', KEYS[2], ARGV[2])
 else redis.call('DEL', KEYS[2]) end
 redis.call('PUBLISH', KEYS[2], ARGV[4])
 return 1
+"""
+)
+
+# KEYS: leases, job id, active, incomplete, queued. ARGV: lease, bytes, ttl s, status, stamp
+# ms. ``FENCED_FINISH``, then the next job taken for the same worker as ``TAKE_ACTIVE``
+# takes it: 0 when refused (nothing written, nothing taken), else {} when the queue is
+# empty or {entry} with ``TAKE_ACTIVE``'s entry of the job taken.
+FINISH_TAKE = (
+    _SERVER_NOW
+    + _LIVE
+    + _TAKE
+    + """
+if not live(ARGV[1]) then return 0 end
+redis.call('LREM', KEYS[3], 1, KEYS[2])
+redis.call('ZREM', KEYS[4], KEYS[2])
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then redis.call('SETEX', KEYS[2], ttl, ARGV[2])
+elseif ttl == 0 then redis.call('SET', KEYS[2], ARGV[2])
+else redis.call('DEL', KEYS[2]) end
+redis.call('PUBLISH', KEYS[2], ARGV[4])
+local id = redis.call('LMOVE', KEYS[5], KEYS[3], 'LEFT', 'RIGHT')
+if not id then return {} end
+return {take(id, ARGV[1], ARGV[5])}
 """
 )
 
@@ -460,6 +491,10 @@ class SweepSafeRedisQueue(LeaseHolder, QuietLogs, RedisQueue):
         )
         if entries == 0:
             raise self.refused(fence)
+        return self._entries(fence, entries)
+
+    def _entries(self, fence: str, entries: list[list[bytes]]) -> list[TakenJob | None]:
+        """The take script's entries as ``TakenJob``s; ``None`` for a job whose key is gone."""
         taken: list[TakenJob | None] = []
         for entry in entries:
             job = self.deserialize(entry[1]) if len(entry) > 1 else None
@@ -488,6 +523,27 @@ class SweepSafeRedisQueue(LeaseHolder, QuietLogs, RedisQueue):
             client=self.redis,
         )
         return int(back)
+
+    async def put_back_strays(self, fence: str, held: Collection[str]) -> int:
+        """Put back the jobs a take marked active under the lease ``fence`` that the worker
+        never got: a take whose reply was lost (its slot was cancelled while a finish that
+        takes the next job was on its way). ``held``: ids of the jobs the worker runs or
+        holds. Such a job is recognised by the values the take appended to its bytes, which
+        name ``fence``; it goes back as ``put_back`` puts jobs back. Returns how many."""
+        ids = [i for i in await self.redis.lrange(self._active, 0, -1) if i.decode() not in held]  # type: ignore[misc]
+        if not ids:
+            return 0
+        appended = re.compile(
+            rb', "status": "active", "started": \d+, "touched": \d+, "attempts": \d+, '
+            rb'"worker_id": ' + re.escape(json.dumps(fence).encode()) + rb"\}$"
+        )
+        strays = []
+        for payload in await self.redis.mget(ids):
+            found = appended.search(payload) if payload else None
+            job = self.deserialize(payload) if found else None
+            if found and job is not None:
+                strays.append(TakenJob(job, True, fence, payload, found.start() + 1))
+        return await self.put_back(strays)
 
     # -- fenced writes (the worker's, while ``FENCE`` is set) ----------------------------
 
@@ -520,17 +576,32 @@ class SweepSafeRedisQueue(LeaseHolder, QuietLogs, RedisQueue):
         *,
         result: Any = None,
         error: str | None = None,
+        take_next: MutableSequence[TakenJob] | None = None,
     ) -> None:
+        """SAQ's finish, fenced on the worker's lease. With ``take_next`` (a worker's list of
+        jobs taken ahead), the same script also takes the queue's next job for that worker,
+        marked active under the same lease, and appends it to the list: a slot that goes
+        on then needs no take of its own (``FINISH_TAKE``)."""
         fence = self.fence()
         if fence is None:
             await super()._finish(job, status, result=result, error=error)
             return
-        done = await self._script(FENCED_FINISH)(
-            keys=[self._leases, job.id, self._active, self._incomplete],
-            args=[fence, self.serialize(job), job.ttl, job.status],
+        if take_next is None:
+            done = await self._script(FENCED_FINISH)(
+                keys=[self._leases, job.id, self._active, self._incomplete],
+                args=[fence, self.serialize(job), job.ttl, job.status],
+                client=self.redis,
+            )
+            self._outcome(int(done), fence, job)
+            return
+        outcome = await self._script(FINISH_TAKE)(
+            keys=[self._leases, job.id, self._active, self._incomplete, self._queued],
+            args=[fence, self.serialize(job), job.ttl, job.status, now()],
             client=self.redis,
         )
-        self._outcome(int(done), fence, job)
+        if outcome == 0:
+            raise self.refused(fence)
+        take_next.extend(taken for taken in self._entries(fence, outcome) if taken is not None)
 
     async def _retry(self, job: Job, error: str | None) -> None:
         fence = self.fence()

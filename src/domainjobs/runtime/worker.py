@@ -15,6 +15,7 @@ a worker after it is built. The private SAQ attributes we still touch are listed
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import inspect
 import logging
@@ -129,6 +130,13 @@ class DomainWorker(Worker[Any]):
             self.takes = TakeCoalescer(
                 self._take_many, put_back, self._wait_for_job, lambda: self.event.is_set()
             )
+        #: jobs a finish took for the slot that finished (``_complete``), not started yet
+        self.ahead: collections.deque[TakenJob] = collections.deque()
+        #: a slot was cancelled while such a finish was on its way (its reply, and the job
+        #: it took, may be lost): the stop looks for that job (``put_back_strays``)
+        self._finish_cut_short = False
+        #: jobs so found and put back (tests)
+        self.strays_put_back = 0
 
     @property
     def transient_errors(self) -> tuple[type[BaseException], ...]:
@@ -256,7 +264,7 @@ class DomainWorker(Worker[Any]):
         if reclaim is None or self._reclaiming:
             return
         self._reclaiming = True
-        task = asyncio.create_task(reclaim(self.id, lambda: {h.job.id for h in self.held}))
+        task = asyncio.create_task(reclaim(self.id, self._held_ids))
         task.add_done_callback(self._reclaimed)
         self.tasks.add(task)
 
@@ -278,6 +286,10 @@ class DomainWorker(Worker[Any]):
         """The next job, whether the broker marked it active under this worker's lease as it
         handed it over, and that lease: through the slots' shared takes (``takes``) when the
         queue has them, else one ``take_active`` (or SAQ's dequeue) per slot."""
+        while self.ahead:  # taken by the finish of this slot's last job
+            ahead = self.ahead.popleft()
+            if not (isinstance(self.queue, LeaseHolder) and self.queue.lease_is_lost(ahead.fence)):
+                return ahead
         try:
             taken = await (self.takes.take() if self.takes is not None else self._take_one())
         except self.transient_errors as exc:
@@ -326,6 +338,34 @@ class DomainWorker(Worker[Any]):
         await super().stop()
         if self.takes is not None:
             await self.takes.close()
+        await self._put_back_ahead()
+        strays = getattr(self.queue, "put_back_strays", None)
+        if self._finish_cut_short and strays is not None:
+            self._finish_cut_short = False
+            try:
+                self.strays_put_back += await strays(self.id, self._held_ids())
+            except self.transient_errors as exc:
+                logger.warning("could not look for jobs taken but not started: %s", exc)
+
+    async def _put_back_ahead(self) -> None:
+        """Put back the jobs finishes took for slots that stopped before starting them."""
+        ahead = [taken for taken in self.ahead if taken.stored]
+        self.ahead.clear()
+        put_back = getattr(self.queue, "put_back", None)
+        if not ahead or put_back is None:
+            return
+        try:
+            back = await put_back(ahead)
+        except self.transient_errors as exc:
+            logger.warning(
+                "could not put back %d job(s) taken for slots that stopped (%s: %s); the sweep "
+                "puts them back once this worker's lease ends",
+                len(ahead),
+                type(exc).__name__,
+                exc,
+            )
+            return
+        logger.debug("put back %d job(s) taken ahead for slots that stopped", back)
 
     def _start_function(self, held: Held, context: dict[str, Any]) -> asyncio.Task[Any]:
         job = held.job
@@ -362,6 +402,7 @@ class DomainWorker(Worker[Any]):
         held: Held | None = None
         task_ctx: JobTaskContext | None = None
         got: TakenJob | None = None
+        completed: list[Any] = []  # the function's result, once it returned
         try:
             got = await self._take()
             if got is None:
@@ -393,11 +434,16 @@ class DomainWorker(Worker[Any]):
                     raise
                 result = task.result()  # it ended as the timeout fired (e.g. a blocked loop)
             if task_ctx["aborted"] is None:
-                await self._land(
-                    held, "finish", lambda: taken.finish(Status.COMPLETE, result=result)
-                )
+                completed.append(result)
+                await self._land(held, "finish", lambda: self._complete(taken, result))
         except asyncio.CancelledError:
             if not job or got is None or held is None or held.dropped:
+                return False
+            if completed:  # cancelled while its finish was on its way: finish it (again)
+                self._finish_cut_short = True  # a next job it took may be left: ``stop``
+                await self._land(
+                    held, "finish", lambda: taken.finish(Status.COMPLETE, result=completed[0])
+                )
                 return False
             if task_ctx is None:  # cancelled after the take, before its function started
                 await self._untake(held, got)
@@ -466,6 +512,21 @@ class DomainWorker(Worker[Any]):
                 except (Exception, asyncio.CancelledError):
                     saq_logger.exception("Failed to run after process hook")
         return True
+
+    async def _complete(self, job: Job, result: Any) -> None:
+        """Finish ``job`` as complete. While the worker goes on, on a queue that can (the
+        shared takes), the same round trip takes this slot's next job (``take_next``), which
+        the slot's next ``_take`` starts: one round trip per job while jobs wait."""
+        if self.takes is not None and not self.event.is_set() and not self.ahead:
+            await self.queue.finish(job, Status.COMPLETE, result=result, take_next=self.ahead)
+        else:
+            await job.finish(Status.COMPLETE, result=result)
+
+    def _held_ids(self) -> set[str]:
+        """The ids of the jobs this worker holds: running (in a slot, or in a thread its
+        slot left), or taken ahead for a slot."""
+        ids = {held.job.id for held in self.held} | {taken.job.id for taken in self.ahead}
+        return ids | {job.id for job in self.abandoned}  # thread jobs still running
 
     async def _untake(self, held: Held, got: TakenJob) -> None:
         """Give back a job this slot took but will not run: put back as it was before the
