@@ -18,7 +18,9 @@ retries left). This queue keeps SAQ's dequeue as it is and changes what the swee
 A worker takes jobs with ``take_active_many`` (several jobs in one script, each marked
 active under its lease; the worker's free slots share each call, ``runtime.takes``) or
 ``take_active`` (one, then SAQ's blocking dequeue when the queue is empty), and finishes or
-retries each with one fenced script. A job taken for a slot that will not run it goes back
+retries each with one fenced script; a successful finish may take the slot's next job in
+the same script (``finish(..., take_next=...)``: one round trip per job while jobs wait).
+A job taken for a slot that will not run it goes back
 with ``put_back`` (a compare-and-set script: at the head of its queue, as it was before the
 take, not counted as lost). Everything else (enqueue, abort, stats) is SAQ's code.
 """
