@@ -7,12 +7,14 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from saq.queue.redis import RedisQueue
 
+from domainjobs.brokers.redis import SweepSafeRedisQueue
 from tests.servers import postgres_server, redis_server
 
 # A test that forgets its broker URL must fail, not quietly start the embedded server in
@@ -45,6 +47,20 @@ def redis_url(redis_base_url: str) -> Iterator[str]:
     yield redis_base_url
     client.flushall()
     client.close()
+
+
+@pytest.fixture
+async def queue_pair(redis_url: str) -> AsyncIterator[tuple[SweepSafeRedisQueue, RedisQueue]]:
+    """Our queue and a plain SAQ ``RedisQueue`` on queue ``default`` of one fresh server."""
+    ours = SweepSafeRedisQueue.from_url(redis_url, name="default")
+    plain = RedisQueue.from_url(redis_url, name="default")
+    await ours.connect()
+    await plain.connect()
+    try:
+        yield ours, plain  # type: ignore[misc]
+    finally:
+        await ours.disconnect()
+        await plain.disconnect()
 
 
 @pytest.fixture

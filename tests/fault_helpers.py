@@ -244,6 +244,16 @@ async def enqueue_many(queue: Queue, name: str, n: int, **kwargs: Any) -> list[s
     return keys
 
 
+async def enqueue_at(url: str, name: str, n: int, **kwargs: Any) -> list[str]:
+    """Enqueue ``n`` jobs of ``name`` on queue ``default`` of the broker at ``url``."""
+    queue = queue_from_url(url, "default")
+    await queue.connect()
+    try:
+        return await enqueue_many(queue, name, n, **kwargs)
+    finally:
+        await queue.disconnect()
+
+
 def wait_all_done(
     check: Callable[[], Counter[str]], n: int, timeout: float, what: str = "every job"
 ) -> Counter[str]:

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -25,7 +24,7 @@ from domainjobs.config import load_settings
 from tests.fault_helpers import (
     Counts,
     RestartablePostgres,
-    enqueue_many,
+    enqueue_at,
     fault_app,
     log_of,
     read_statuses,
@@ -46,15 +45,6 @@ def app(make_app: Callable[..., Path]) -> tuple[str, str]:
     return fault_app(make_app)
 
 
-async def _enqueue(url: str, name: str, n: int, **kwargs: Any) -> list[str]:
-    queue = queue_from_url(url, "default")
-    await queue.connect()
-    try:
-        return await enqueue_many(queue, name, n, **kwargs)
-    finally:
-        await queue.disconnect()
-
-
 def _quiet(log: str, concurrency: int = 10) -> None:
     """A worker waiting for its broker logs no traceback: one line per write it retries
     (at most one per slot and lease), one per back-off step, one for its lease."""
@@ -70,7 +60,7 @@ def test_redis_killed_and_restarted_on_the_same_port_under_load(
     roots, app_dir = app
     counts = Counts(fresh_redis_url)
     with restartable_redis(fsync="always") as server:
-        keys = asyncio.run(_enqueue(server.url, "faults.touch", 2000, work_ms=30))
+        keys = asyncio.run(enqueue_at(server.url, "faults.touch", 2000, work_ms=30))
         workers = [
             start_worker(server.url, roots, app_dir, fresh_redis_url, "--concurrency", "10")
             for _ in range(2)
@@ -134,7 +124,7 @@ def test_postgres_crash_and_restart_under_load(fresh_redis_url: str, app: tuple[
     producer = threading.Thread(target=asyncio.run, args=(produce(),))
     workers = []
     try:
-        asyncio.run(_enqueue(pg.url, "faults.touch", 1))  # creates the tables
+        asyncio.run(enqueue_at(pg.url, "faults.touch", 1))  # creates the tables
         workers = [
             start_worker(pg.url, roots, app_dir, fresh_redis_url, "--concurrency", "10")
             for _ in range(2)
@@ -188,7 +178,7 @@ def test_embedded_broker_killed_under_load_is_started_again_by_a_worker(
     ]
     try:
         wait_for(lambda: ping(paths.client_socket()) == "ok", timeout=60, what="the broker")
-        keys = asyncio.run(_enqueue(paths.url(), "faults.touch", 2000, work_ms=30))
+        keys = asyncio.run(enqueue_at(paths.url(), "faults.touch", 2000, work_ms=30))
         time.sleep(1.5)  # appendfsync everysec: the enqueued jobs are on disk by now
         wait_for(lambda: sum(counts.done(keys)) >= 400, timeout=120, what="load")
         old_pid = read_pid(paths)

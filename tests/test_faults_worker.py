@@ -18,7 +18,7 @@ from domainjobs.brokers.sweep import LOST_AFTER, SWEEP_PERIOD
 from domainjobs.brokers.urls import queue_from_url
 from tests.fault_helpers import (
     Counts,
-    enqueue_many,
+    enqueue_at,
     fault_app,
     log_of,
     read_statuses,
@@ -33,15 +33,6 @@ from tests.servers import wait_for
 @pytest.fixture
 def app(make_app: Callable[..., Path]) -> tuple[str, str]:
     return fault_app(make_app)
-
-
-async def _enqueue(url: str, name: str, n: int, **kwargs: object) -> list[str]:
-    queue = queue_from_url(url, "default")
-    await queue.connect()
-    try:
-        return await enqueue_many(queue, name, n, **kwargs)
-    finally:
-        await queue.disconnect()
 
 
 async def _job(url: str, key: str) -> object:
@@ -60,9 +51,9 @@ def test_sys_exit_and_keyboard_interrupt_in_a_task_fail_that_job_only(
     counts = Counts(fresh_redis_url)
     worker = start_worker(redis_url, roots, app_dir, fresh_redis_url, "--concurrency", "2")
     try:
-        [exiting] = asyncio.run(_enqueue(redis_url, "faults.exit_now", 1, retries=2))
-        [interrupted] = asyncio.run(_enqueue(redis_url, "faults.interrupt", 1))
-        others = asyncio.run(_enqueue(redis_url, "faults.touch", 20, work_ms=20))
+        [exiting] = asyncio.run(enqueue_at(redis_url, "faults.exit_now", 1, retries=2))
+        [interrupted] = asyncio.run(enqueue_at(redis_url, "faults.interrupt", 1))
+        others = asyncio.run(enqueue_at(redis_url, "faults.touch", 20, work_ms=20))
 
         def terminal(key: str) -> bool:
             job = asyncio.run(_job(redis_url, key))
@@ -97,9 +88,9 @@ def test_a_blocked_event_loop_duplicates_no_job_and_is_reported(
         for _ in range(2)
     ]
     try:
-        [blocker] = asyncio.run(_enqueue(redis_url, "faults.block", 1, seconds=15, timeout=120))
+        [blocker] = asyncio.run(enqueue_at(redis_url, "faults.block", 1, seconds=15, timeout=120))
         wait_for(lambda: counts.runs([blocker]) == [1], timeout=60, what="the blocker to start")
-        keys = asyncio.run(_enqueue(redis_url, "faults.touch", 300, work_ms=50))
+        keys = asyncio.run(enqueue_at(redis_url, "faults.touch", 300, work_ms=50))
         statuses = wait_all_done(read_statuses(redis_url, keys), len(keys), timeout=120)
         wait_for(lambda: counts.done([blocker]) == [1], timeout=60, what="the blocker to end")
         wait_all_done(read_statuses(redis_url, [blocker]), 1, timeout=30)
@@ -135,7 +126,7 @@ def test_sigterm_with_thread_jobs_honours_the_grace_and_requeues_none_while_they
     )
     second = None
     try:
-        keys = asyncio.run(_enqueue(redis_url, "faults.slow", 6, seconds=12, timeout=120))
+        keys = asyncio.run(enqueue_at(redis_url, "faults.slow", 6, seconds=12, timeout=120))
         wait_for(lambda: counts.runs(keys) == [1] * 6, timeout=60, what="six threads running")
         # an idle worker is ready to take any job the first one would put back
         second = start_worker(redis_url, roots, app_dir, fresh_redis_url, "--concurrency", "6")

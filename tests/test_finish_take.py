@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import importlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,7 @@ from domainjobs.brokers.urls import queue_from_url
 from domainjobs.errors import LeaseLostError
 from tests.fault_helpers import (
     Counts,
+    enqueue_at,
     enqueue_many,
     fault_app,
     log_of,
@@ -42,23 +43,10 @@ from tests.servers import wait_for
 WORKER = "w-finish-take"
 
 
-@pytest.fixture
-async def queues(redis_url: str) -> AsyncIterator[tuple[SweepSafeRedisQueue, RedisQueue]]:
-    ours = SweepSafeRedisQueue.from_url(redis_url, name="default")
-    plain = RedisQueue.from_url(redis_url, name="default")
-    await ours.connect()
-    await plain.connect()
-    try:
-        yield ours, plain  # type: ignore[misc]
-    finally:
-        await ours.disconnect()
-        await plain.disconnect()
-
-
 async def test_a_finish_takes_the_next_job_and_a_put_back_restores_it_exactly(
-    queues: tuple[SweepSafeRedisQueue, RedisQueue],
+    queue_pair: tuple[SweepSafeRedisQueue, RedisQueue],
 ) -> None:
-    ours, plain = queues
+    ours, plain = queue_pair
     first = await plain.enqueue("work", n=1)
     second = await plain.enqueue("work", n=2, big=2**70 + 1)
     assert first is not None and second is not None
@@ -95,9 +83,9 @@ async def test_a_finish_takes_the_next_job_and_a_put_back_restores_it_exactly(
 
 
 async def test_a_refused_finish_takes_nothing(
-    queues: tuple[SweepSafeRedisQueue, RedisQueue],
+    queue_pair: tuple[SweepSafeRedisQueue, RedisQueue],
 ) -> None:
-    ours, plain = queues
+    ours, plain = queue_pair
     first = await plain.enqueue("work", n=1)
     second = await plain.enqueue("work", n=2)
     assert first is not None and second is not None
@@ -201,7 +189,7 @@ def test_sigterm_in_the_middle_of_a_drain_puts_taken_ahead_jobs_back_unharmed(
 ) -> None:
     roots, app_dir = fault_app(make_app)
     counts = Counts(fresh_redis_url)
-    keys = asyncio.run(_enqueue(redis_url, "faults.touch", 1500, work_ms=5))
+    keys = asyncio.run(enqueue_at(redis_url, "faults.touch", 1500, work_ms=5))
     worker = start_worker(redis_url, roots, app_dir, fresh_redis_url, "--concurrency", "10")
     try:
         wait_for(lambda: sum(counts.done(keys)) >= 300, timeout=120, what="load")
@@ -223,15 +211,6 @@ def test_sigterm_in_the_middle_of_a_drain_puts_taken_ahead_jobs_back_unharmed(
     figures = summary(statuses, counts.runs(keys), counts.done(keys))
     print(f"SIGTERM mid-drain: {figures}")
     assert figures["lost"] == 0 and figures["ran_twice"] == 0, figures
-
-
-async def _enqueue(url: str, name: str, n: int, **kwargs: object) -> list[str]:
-    queue = queue_from_url(url, "default")
-    await queue.connect()
-    try:
-        return await enqueue_many(queue, name, n, **kwargs)
-    finally:
-        await queue.disconnect()
 
 
 async def _stored(url: str, keys: list[str]) -> dict[str, dict[str, object]]:

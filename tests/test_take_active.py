@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -38,23 +37,10 @@ AWKWARD: dict[str, Any] = {
 WORKER = "w-take-1"
 
 
-@pytest.fixture
-async def queues(redis_url: str) -> AsyncIterator[tuple[SweepSafeRedisQueue, RedisQueue]]:
-    ours = SweepSafeRedisQueue.from_url(redis_url, name="default")
-    plain = RedisQueue.from_url(redis_url, name="default")
-    await ours.connect()
-    await plain.connect()
-    try:
-        yield ours, plain  # type: ignore[misc]
-    finally:
-        await ours.disconnect()
-        await plain.disconnect()
-
-
 async def test_a_job_taken_in_one_script_is_read_back_exactly_by_plain_saq(
-    queues: tuple[SweepSafeRedisQueue, RedisQueue],
+    queue_pair: tuple[SweepSafeRedisQueue, RedisQueue],
 ) -> None:
-    ours, plain = queues
+    ours, plain = queue_pair
     enqueued = await plain.enqueue("work", **AWKWARD)
     assert enqueued is not None
     before = await ours.redis.get(enqueued.id)
@@ -100,9 +86,9 @@ async def test_a_job_taken_in_one_script_is_read_back_exactly_by_plain_saq(
 
 
 async def test_a_plain_saq_worker_runs_a_job_whose_bytes_ours_appended_to(
-    queues: tuple[SweepSafeRedisQueue, RedisQueue],
+    queue_pair: tuple[SweepSafeRedisQueue, RedisQueue],
 ) -> None:
-    ours, plain = queues
+    ours, plain = queue_pair
     enqueued = await plain.enqueue("work", **AWKWARD)
     assert enqueued is not None
     await ours.hold_lease(WORKER)
@@ -126,9 +112,9 @@ async def test_a_plain_saq_worker_runs_a_job_whose_bytes_ours_appended_to(
 
 
 async def test_a_lapsed_lease_takes_nothing(
-    queues: tuple[SweepSafeRedisQueue, RedisQueue],
+    queue_pair: tuple[SweepSafeRedisQueue, RedisQueue],
 ) -> None:
-    ours, plain = queues
+    ours, plain = queue_pair
     enqueued = await plain.enqueue("work", n=1)
     assert enqueued is not None
     await ours.hold_lease(WORKER)
@@ -146,9 +132,9 @@ async def test_a_lapsed_lease_takes_nothing(
 
 
 async def test_an_empty_queue_falls_back_to_saqs_blocking_take(
-    queues: tuple[SweepSafeRedisQueue, RedisQueue],
+    queue_pair: tuple[SweepSafeRedisQueue, RedisQueue],
 ) -> None:
-    ours, plain = queues
+    ours, plain = queue_pair
     await ours.hold_lease(WORKER)
     job, marked = await ours.take_active(WORKER, timeout=0.2)
     assert (job, marked) == (None, False)

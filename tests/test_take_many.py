@@ -33,6 +33,7 @@ from domainjobs.brokers.urls import queue_from_url
 from domainjobs.runtime.takes import TakeCoalescer
 from tests.fault_helpers import (
     Counts,
+    enqueue_at,
     enqueue_many,
     fault_app,
     log_of,
@@ -384,15 +385,6 @@ def app(make_app: Callable[..., Path]) -> tuple[str, str]:
     return fault_app(make_app)
 
 
-async def _enqueue_touch(url: str, n: int, **kwargs: object) -> list[str]:
-    queue = queue_from_url(url, "default")
-    await queue.connect()
-    try:
-        return await enqueue_many(queue, "faults.touch", n, **kwargs)
-    finally:
-        await queue.disconnect()
-
-
 async def _lost(url: str, keys: list[str]) -> list[str]:
     """The jobs whose meta says a worker was lost under them."""
     queue = queue_from_url(url, "default")
@@ -424,7 +416,7 @@ def test_under_load_every_job_runs_once_and_takes_share_round_trips(
     script calls than a take and a finish per job."""
     roots, app_dir = app
     counts = Counts(fresh_redis_url)
-    keys = asyncio.run(_enqueue_touch(redis_url, 2000))
+    keys = asyncio.run(enqueue_at(redis_url, "faults.touch", 2000))
     scripts = asyncio.run(_script_calls(redis_url))
     workers = [
         start_worker(redis_url, roots, app_dir, fresh_redis_url, "--concurrency", "10")
@@ -453,7 +445,7 @@ def test_sigterm_in_the_middle_of_a_drain_loses_nothing_and_marks_no_job_lost(
 ) -> None:
     roots, app_dir = app
     counts = Counts(fresh_redis_url)
-    keys = asyncio.run(_enqueue_touch(redis_url, 1500, work_ms=20))
+    keys = asyncio.run(enqueue_at(redis_url, "faults.touch", 1500, work_ms=20))
     first = start_worker(redis_url, roots, app_dir, fresh_redis_url, "--concurrency", "10")
     second = None
     try:

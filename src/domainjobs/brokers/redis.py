@@ -219,11 +219,9 @@ return 1
 """
 )
 
-# KEYS: leases, job id, active, incomplete. ARGV: lease, bytes, ttl s, status.
-FENCED_FINISH = (
-    _SERVER_NOW
-    + _LIVE
-    + """
+# The fenced finish: KEYS: leases, job id, active, incomplete. ARGV: lease, bytes, ttl s,
+# status. Refused (0) when the lease has lapsed; else the job is stored as finished.
+_FINISH = """
 if not live(ARGV[1]) then return 0 end
 redis.call('LREM', KEYS[3], 1, KEYS[2])
 redis.call('ZREM', KEYS[4], KEYS[2])
@@ -232,9 +230,9 @@ if ttl > 0 then redis.call('SETEX', KEYS[2], ttl, ARGV[2])
 elseif ttl == 0 then redis.call('SET', KEYS[2], ARGV[2])
 else redis.call('DEL', KEYS[2]) end
 redis.call('PUBLISH', KEYS[2], ARGV[4])
-return 1
 """
-)
+
+FENCED_FINISH = _SERVER_NOW + _LIVE + _FINISH + "return 1\n"
 
 # KEYS: leases, job id, active, incomplete, queued. ARGV: lease, bytes, ttl s, status, stamp
 # ms. ``FENCED_FINISH``, then the next job taken for the same worker as ``TAKE_ACTIVE``
@@ -244,15 +242,8 @@ FINISH_TAKE = (
     _SERVER_NOW
     + _LIVE
     + _TAKE
+    + _FINISH
     + """
-if not live(ARGV[1]) then return 0 end
-redis.call('LREM', KEYS[3], 1, KEYS[2])
-redis.call('ZREM', KEYS[4], KEYS[2])
-local ttl = tonumber(ARGV[3])
-if ttl > 0 then redis.call('SETEX', KEYS[2], ttl, ARGV[2])
-elseif ttl == 0 then redis.call('SET', KEYS[2], ARGV[2])
-else redis.call('DEL', KEYS[2]) end
-redis.call('PUBLISH', KEYS[2], ARGV[4])
 local id = redis.call('LMOVE', KEYS[5], KEYS[3], 'LEFT', 'RIGHT')
 if not id then return {} end
 return {take(id, ARGV[1], ARGV[5])}
