@@ -167,7 +167,8 @@ async def test_a_worker_stopped_between_a_finish_and_its_next_job_puts_that_job_
         registry, queue=queue, concurrency=1, after_process=[stop_after_the_first_job]
     )
     try:
-        first, second = await enqueue_many(queue, "one.work", 2)
+        jobs = [await queue.enqueue("one.work") for _ in range(2)]  # one after the other
+        first, second = [job.key for job in jobs if job is not None]
         original = await queue.redis.get(queue.job_id(second))  # type: ignore[attr-defined]
         task = asyncio.create_task(worker.start())
         await asyncio.wait_for(stopped.wait(), 30)
