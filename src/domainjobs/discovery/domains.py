@@ -89,9 +89,31 @@ def _domains_of_root(root: str, problems: list[Problem]) -> list[DomainLocation]
 
 
 def _entry_point_packages() -> list[str]:
-    found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    """The packages named by the installed distributions' ``domainjobs.domains`` entry points.
+
+    What ``importlib.metadata.entry_points(group=...)`` finds (the first distribution of a
+    name on ``sys.path`` wins), without parsing every distribution's entry points: only those
+    whose ``entry_points.txt`` has the group are parsed, which leaves a worker about 0.2 MiB
+    smaller in an environment with many packages installed.
+    """
+    header = f"[{ENTRY_POINT_GROUP}]"
+    seen: set[str] = set()
+    packages = []
+    for dist in importlib.metadata.distributions():
+        # the name from the folder's name where the distribution has one (no METADATA read)
+        name = getattr(dist, "_normalized_name", None) or dist.name
+        if name in seen:
+            continue
+        seen.add(name)
+        text = dist.read_text("entry_points.txt")
+        if text and header in text:
+            packages += [
+                ep.value.split(":")[0].strip()
+                for ep in dist.entry_points
+                if ep.group == ENTRY_POINT_GROUP
+            ]
     _forget_installed_distributions()
-    return [ep.value.split(":")[0].strip() for ep in found]
+    return packages
 
 
 def _forget_installed_distributions() -> None:
