@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from saq import Queue  # noqa: E402
+from saq.job import TERMINAL_STATUSES  # noqa: E402
 from tests.servers import redis_server  # noqa: E402
 
 SHOP = ROOT / "examples" / "shop"
@@ -140,7 +141,14 @@ async def served(url: str, kind: str, timeout: float = 60) -> None:
         try:  # any terminal status will do (plain SAQ's first sweep may abort the job)
             job = await queue.enqueue(function, **kwargs)
             assert job is not None
-            await job.refresh(until_complete=timeout)
+            # Polled: ``refresh(until_complete=...)`` subscribes after reading the status
+            # and so can miss an end that falls between the two.
+            deadline = time.monotonic() + timeout
+            while job.status not in TERMINAL_STATUSES:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{function} did not end within {timeout}s")
+                await asyncio.sleep(0.05)
+                await job.refresh()
         finally:
             await queue.disconnect()
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+
 import pytest
 
 from domainjobs import DiscoveryError, discover
+from domainjobs.discovery import domains
 
 TASKS_A = """
 async def send(ctx, user_id: int) -> int:
@@ -620,3 +623,24 @@ def test_an_error_raised_inside_domainjobs_is_reported_at_the_users_line(make_ap
     assert problem.line == 3
     assert "must decorate a function" in problem.message
     assert problem.traceback and "Traceback" in problem.traceback
+
+
+def test_entry_points_are_found_as_importlib_metadata_finds_them(make_app, tmp_path, monkeypatch):
+    """Only the first distribution of a name on ``sys.path`` counts, as for
+    ``importlib.metadata.entry_points``: a shadowed copy's entry points are not used."""
+    plugin = make_app({"app/domain/loyalty/jobs/tasks.py": TASKS_A})
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, text in ((first, "[console_scripts]\nx = y:z\n"), (second, None)):
+        dist = folder / "shop_plugins-1.0.dist-info"
+        dist.mkdir(parents=True)
+        (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: shop-plugins\nVersion: 1.0\n")
+        (dist / "entry_points.txt").write_text(
+            text or f"[domainjobs.domains]\nloyalty = {plugin.name}.domain.loyalty\n"
+        )
+    monkeypatch.syspath_prepend(str(second))
+    monkeypatch.syspath_prepend(str(first))
+    expected = [ep.value for ep in importlib.metadata.entry_points(group=domains.ENTRY_POINT_GROUP)]
+    assert domains._entry_point_packages() == expected
+    assert f"{plugin.name}.domain.loyalty" not in expected
+    monkeypatch.syspath_prepend(str(second))  # now the copy with the group comes first
+    assert domains._entry_point_packages() == [f"{plugin.name}.domain.loyalty"]

@@ -65,6 +65,9 @@ logger = logging.getLogger("domainjobs")
 #: A lapsed lease no job refers to any more is forgotten after this long (ms).
 FORGET_LEASE_AFTER_MS = 3_600_000
 
+#: The read buffer (bytes) of the lease-renewal thread's own connection.
+LEASE_READ_SIZE = 4096
+
 _SERVER_NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -376,6 +379,10 @@ class SweepSafeRedisQueue(LeaseHolder, QuietLogs, RedisQueue):
                 **pool.connection_kwargs,
                 "socket_timeout": timeout,
                 "socket_connect_timeout": timeout,
+                # the renewals' replies are a few bytes: hiredis' reader would otherwise
+                # hold a 64 KiB buffer for the worker's whole life (longer replies are
+                # still read whole, in several reads)
+                "socket_read_size": LEASE_READ_SIZE,
             }
             self._sync = redis_sync.Redis(
                 connection_pool=redis_sync.ConnectionPool(

@@ -13,7 +13,6 @@ import importlib
 import importlib.util
 import os
 import pkgutil
-import sysconfig
 import traceback
 from collections.abc import Iterator, Sequence
 from types import ModuleType
@@ -101,6 +100,8 @@ def problem_from_import_error(exc: BaseException, name: str, domain: str | None)
 def _library_folders() -> tuple[str, ...]:
     """The folders of Python's own and installed packages, and of domainjobs itself (an
     editable install lives outside site-packages): not the app's code."""
+    import sysconfig  # start-up cost: only a failed import needs it, so a worker never pays it
+
     names = ("stdlib", "platstdlib", "purelib", "platlib")
     folders = {os.path.realpath(sysconfig.get_path(n)) for n in names if sysconfig.get_path(n)}
     folders.add(OWN_PACKAGE)
