@@ -27,6 +27,7 @@ from domainjobs.client.jobs import Jobs
 from tests.conftest import run_cli
 from tests.servers import wait_for
 from tests.test_embedded import (  # noqa: F401 - fixture
+    embedded_project,
     paths_for,
     project,
     stamps,
@@ -106,16 +107,8 @@ def _stop_and_watch(folder: Path, log: Path, stops: int) -> None:
 async def test_broker_stop_sticks_while_a_worker_runs_until_a_start_on_purpose(
     tmp_path, monkeypatch
 ):
-    package = f"stopproj_{os.getpid()}"
-    folder = write_project(tmp_path / "stop", package=package)
-    monkeypatch.delenv("DOMAINJOBS_URL", raising=False)
-    monkeypatch.setenv("DOMAINJOBS_EMBEDDED", "true")
-    monkeypatch.setenv("DJ_STAMPS", str(tmp_path / "stamps"))
-    monkeypatch.chdir(folder)
-    monkeypatch.syspath_prepend(str(folder))
+    folder, package, log, env = embedded_project(tmp_path, monkeypatch, "stop")
     paths = paths_for(folder)
-    log = tmp_path / "run.log"
-    env = {k: v for k, v in os.environ.items() if k != "DOMAINJOBS_URL"}
     with log.open("w") as out:
         worker = subprocess.Popen(
             [sys.executable, "-m", "domainjobs", "run"], cwd=folder, env=env,

@@ -89,6 +89,23 @@ def settings_for(folder: Path, **changes):
     return load_settings({"app_dir": str(folder), **changes}, environ={})
 
 
+def embedded_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> tuple[Path, str, Path, dict[str, str]]:
+    """A project (package ``<name>proj_<pid>``) on the embedded broker, entered (cwd,
+    sys.path, the environment without ``DOMAINJOBS_URL``): its folder, its package, a log
+    path for a worker, and the environment to start one with."""
+    package = f"{name}proj_{os.getpid()}"
+    folder = write_project(tmp_path / name, package=package)
+    monkeypatch.delenv("DOMAINJOBS_URL", raising=False)
+    monkeypatch.setenv("DOMAINJOBS_EMBEDDED", "true")
+    monkeypatch.setenv("DJ_STAMPS", str(tmp_path / "stamps"))
+    monkeypatch.chdir(folder)
+    monkeypatch.syspath_prepend(str(folder))
+    env = {k: v for k, v in os.environ.items() if k != "DOMAINJOBS_URL"}
+    return folder, package, tmp_path / "run.log", env
+
+
 def paths_for(folder: Path) -> BrokerPaths:
     return BrokerPaths.for_settings(settings_for(folder))
 
@@ -393,15 +410,7 @@ async def test_a_running_worker_and_the_web_facade_meet_on_one_embedded_broker(
 ):
     from domainjobs.client.jobs import Jobs
 
-    package = f"webproj_{os.getpid()}"
-    folder = write_project(tmp_path / "web", package=package)
-    monkeypatch.delenv("DOMAINJOBS_URL", raising=False)
-    monkeypatch.setenv("DOMAINJOBS_EMBEDDED", "true")
-    monkeypatch.setenv("DJ_STAMPS", str(tmp_path / "stamps"))
-    monkeypatch.chdir(folder)
-    monkeypatch.syspath_prepend(str(folder))
-    log = tmp_path / "run.log"
-    env = {k: v for k, v in os.environ.items() if k != "DOMAINJOBS_URL"}
+    folder, package, log, env = embedded_project(tmp_path, monkeypatch, "web")
     with log.open("w") as out:  # the worker starts first, so it starts the broker
         worker = subprocess.Popen(
             [sys.executable, "-m", "domainjobs", "run"], cwd=folder, env=env,
