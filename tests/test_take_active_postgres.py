@@ -178,7 +178,7 @@ async def test_a_write_after_the_lease_lapsed_is_refused(
     assert stored is not None and stored.status == Status.ACTIVE and stored.result is None
 
 
-async def test_an_empty_queue_waits_then_takes_marked(
+async def test_an_empty_queue_waits_then_takes_the_job(
     queues: tuple[SweepSafePostgresQueue, PostgresQueue],
 ) -> None:
     ours, plain = queues
@@ -189,7 +189,13 @@ async def test_an_empty_queue_waits_then_takes_marked(
     enqueued = await plain.enqueue("work", n=2)
     assert enqueued is not None
     job, marked = await asyncio.wait_for(waiting, 30)
-    assert marked and job is not None and job.kwargs == {"n": 2}
+    assert job is not None and job.kwargs == {"n": 2}
+    if marked:  # the usual case: the take marked it under the lease
+        stored = await plain.job(job.key)
+        assert stored is not None
+        assert (stored.status, stored.attempts, stored.worker_id) == (Status.ACTIVE, 1, WORKER)
+    # else SAQ's own dequeue took it (a wake-up raced the waiter), and the worker marks it
+    # itself, as documented for ``take_active``
 
 
 async def test_two_leases_waiting_fall_back_to_the_worker_marking_the_job(
