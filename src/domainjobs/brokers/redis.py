@@ -424,12 +424,11 @@ class SweepSafeRedisQueue(LeaseHolder, QuietLogs, RedisQueue):
         live, so the sweep would leave it there for good. The worker calls this once the
         broker is back. Each put-back is a compare-and-set, like the sweep's.
         """
-        ids = await self.redis.lrange(self._active, 0, -1)  # type: ignore[misc]
-        payloads = await self.redis.mget(ids) if ids else []
+        active = await self._active_payloads()
         running = held()  # after the read: a job taken since then is in it
         reclaimed = []
-        for job_id, payload in zip(ids, payloads, strict=True):
-            if payload is None or job_id.decode() in running:
+        for job_id, payload in active:
+            if job_id in running:
                 continue
             job = self.deserialize(payload)
             if job is None or job.status != Status.ACTIVE or job.worker_id != worker_id:
@@ -524,22 +523,25 @@ class SweepSafeRedisQueue(LeaseHolder, QuietLogs, RedisQueue):
         )
         return int(back)
 
+    async def _active_payloads(self) -> list[tuple[str, bytes]]:
+        """Every job in the active list that still exists: its id and stored bytes."""
+        ids = await self.redis.lrange(self._active, 0, -1)  # type: ignore[misc]
+        payloads = await self.redis.mget(ids) if ids else []
+        return [(i.decode(), p) for i, p in zip(ids, payloads, strict=True) if p is not None]
+
     async def put_back_strays(self, fence: str, held: Collection[str]) -> int:
         """Put back the jobs a take marked active under the lease ``fence`` that the worker
         never got: a take whose reply was lost (its slot was cancelled while a finish that
         takes the next job was on its way). ``held``: ids of the jobs the worker runs or
         holds. Such a job is recognised by the values the take appended to its bytes, which
         name ``fence``; it goes back as ``put_back`` puts jobs back. Returns how many."""
-        ids = [i for i in await self.redis.lrange(self._active, 0, -1) if i.decode() not in held]  # type: ignore[misc]
-        if not ids:
-            return 0
         appended = re.compile(
             rb', "status": "active", "started": \d+, "touched": \d+, "attempts": \d+, '
             rb'"worker_id": ' + re.escape(json.dumps(fence).encode()) + rb"\}$"
         )
         strays = []
-        for payload in await self.redis.mget(ids):
-            found = appended.search(payload) if payload else None
+        for job_id, payload in await self._active_payloads():
+            found = appended.search(payload) if job_id not in held else None
             job = self.deserialize(payload) if found else None
             if found and job is not None:
                 strays.append(TakenJob(job, True, fence, payload, found.start() + 1))

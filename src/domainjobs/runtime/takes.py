@@ -219,6 +219,12 @@ class TakeCoalescer:
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)
 
+    async def give_back(self, taken: list[TakenJob]) -> None:
+        """Put back ``taken`` (jobs taken for slots that stopped) now; a failure is logged,
+        and the sweep puts them back once the worker's lease ends."""
+        if taken:
+            await self._return(taken)
+
     async def _return(self, taken: list[TakenJob]) -> None:
         try:
             back = await self._put_back(taken)

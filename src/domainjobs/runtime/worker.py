@@ -351,21 +351,8 @@ class DomainWorker(Worker[Any]):
         """Put back the jobs finishes took for slots that stopped before starting them."""
         ahead = [taken for taken in self.ahead if taken.stored]
         self.ahead.clear()
-        put_back = getattr(self.queue, "put_back", None)
-        if not ahead or put_back is None:
-            return
-        try:
-            back = await put_back(ahead)
-        except self.transient_errors as exc:
-            logger.warning(
-                "could not put back %d job(s) taken for slots that stopped (%s: %s); the sweep "
-                "puts them back once this worker's lease ends",
-                len(ahead),
-                type(exc).__name__,
-                exc,
-            )
-            return
-        logger.debug("put back %d job(s) taken ahead for slots that stopped", back)
+        if self.takes is not None:  # only the shared takes' queues take ahead
+            await self.takes.give_back(ahead)
 
     def _start_function(self, held: Held, context: dict[str, Any]) -> asyncio.Task[Any]:
         job = held.job
